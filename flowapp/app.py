@@ -108,7 +108,14 @@ class FlowApp:
 
     def session(self, info: SessionInfo) -> Session:
         call = self.calls.get(info.id)
-        return Session(info, self.store.load(info.id), call.push if call is not None else None)
+        if call is None:
+            return Session(info, self.store.load(info.id))
+
+        async def push(actions: list[Action]) -> None:
+            """Pushed actions get the same session id and default barge-in as replies."""
+            await call.push(self.finish(actions, info.id))
+
+        return Session(info, self.store.load(info.id), push)
 
     async def respond(self, event: Event) -> list[Action]:
         """Run the event's handler within the deadline; never raises."""

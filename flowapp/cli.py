@@ -1,0 +1,185 @@
+"""The `flowapp` command line.
+
+Each subcommand is one `Command` in `COMMANDS`: a function that declares its arguments and one that runs it.
+Adding a subcommand means writing those two functions and calling `register(Command(...))`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from flowapp import __version__
+from flowapp.app import FlowApp
+from flowapp.logs import configure_logging
+from flowapp.settings import ServerSettings, SettingsError
+
+DEFAULT_APP = "handlers:app"
+EXIT_USAGE = 2
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    summary: str
+    """One sentence, shown in `flowapp --help`."""
+    description: str
+    """What `flowapp NAME --help` shows above the options: purpose, example, environment."""
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register(command: Command) -> Command:
+    COMMANDS[command.name] = command
+    return command
+
+
+class AppLoadError(Exception):
+    """The `module:attr` spec does not lead to a FlowApp."""
+
+
+def load_app(spec: str) -> FlowApp:
+    """Import `module:attr` (attr defaults to `app`) from the current directory or the installed packages."""
+    module_name, _, attr_path = spec.partition(":")
+    attr_path = attr_path or "app"
+    if not module_name:
+        raise AppLoadError(f"app spec {spec!r} must look like 'module:attr', for example 'handlers:app'")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        target: object = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AppLoadError(f"cannot import module {module_name!r}: {exc}") from exc
+    for attr in attr_path.split("."):
+        if not hasattr(target, attr):
+            raise AppLoadError(f"module {module_name!r} has no attribute {attr_path!r}")
+        target = getattr(target, attr)
+    if not isinstance(target, FlowApp):
+        raise AppLoadError(f"{spec!r} is a {type(target).__name__}, not a FlowApp")
+    return target
+
+
+# flowapp serve --------------------------------------------------------------------------------------------------
+
+SERVE_DESCRIPTION = """\
+Serve a FlowApp over HTTP: the webhook (POST /webhook), the event WebSocket (/ws),
+the control API (/v1), /openapi.json and /healthz.
+
+example:
+  flowapp serve myapp:app --port 8000 --api-token s3cret
+
+environment (a flag wins over its variable; prefer variables for secrets, flags show up in `ps`):
+  FLOWAPP_APP, FLOWAPP_HOST, FLOWAPP_PORT, FLOWAPP_API_TOKEN, FLOWAPP_WEBHOOK_SECRET,
+  FLOWAPP_CONTROL_TOKEN, FLOWAPP_INSECURE_CONTROL=1, FLOWAPP_MAX_BODY_BYTES,
+  FLOWAPP_MAX_WS_MESSAGE_BYTES, FLOWAPP_LOG_LEVEL, FLOWAPP_LOG_FORMAT
+"""
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "app",
+        nargs="?",
+        default=os.environ.get("FLOWAPP_APP", DEFAULT_APP),
+        help=f"the app to serve as module:attr (default: {DEFAULT_APP}, or FLOWAPP_APP)",
+    )
+    parser.add_argument("--host", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, help="TCP port (default 8000)")
+    parser.add_argument("--api-token", help="require this X-API-TOKEN on the webhook and the WebSocket")
+    parser.add_argument("--webhook-secret", help="require an x-sipgate-signature HMAC-SHA256 of each body")
+    parser.add_argument("--control-token", help="enable the /v1 control API behind this bearer token")
+    parser.add_argument(
+        "--insecure-control",
+        action="store_true",
+        default=None,
+        help="enable the control API without auth (trusted networks only)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("FLOWAPP_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity (default info)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=os.environ.get("FLOWAPP_LOG_FORMAT", "text"),
+        choices=["text", "json"],
+        help="text: key=value lines for people; json: one object per line for log collectors",
+    )
+
+
+def _settings_from(args: argparse.Namespace) -> ServerSettings:
+    settings = ServerSettings.from_env()
+    for name in ("host", "port", "api_token", "webhook_secret", "control_token", "insecure_control"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(settings, name, value)
+    return settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from flowapp.server import create_server, uvicorn_config
+
+    try:
+        settings = _settings_from(args)
+        app = load_app(args.app)
+    except (SettingsError, AppLoadError) as exc:
+        print(f"flowapp serve: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(args.log_level, args.log_format)
+    config = uvicorn_config(create_server(app, settings), settings, log_config=None, log_level=args.log_level)
+    uvicorn.Server(config).run()
+    return 0
+
+
+register(
+    Command(
+        name="serve",
+        summary="serve an app over the webhook, the event WebSocket and the control API",
+        description=SERVE_DESCRIPTION,
+        add_arguments=_serve_arguments,
+        run=_serve,
+    )
+)
+
+
+# entry point ----------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flowapp",
+        description="Phone-call voice apps in Python, speaking the sipgate AI Flow event/action protocol.",
+        epilog="example: flowapp serve handlers:app --port 8000\nrun 'flowapp COMMAND --help' for a command's options",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"flowapp {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS.values():
+        sub = commands.add_parser(
+            command.name,
+            help=command.summary,
+            description=command.description,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.add_arguments(sub)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    run: Callable[[argparse.Namespace], int] = args.run
+    return run(args)

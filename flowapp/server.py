@@ -1,0 +1,68 @@
+"""`create_server`: one Starlette app carrying every transport of a `FlowApp`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from flowapp.app import FlowApp
+from flowapp.settings import ServerSettings
+from flowapp.transports import control, events_ws, health, openapi, webhook
+from flowapp.transports.control import DISABLED_DETAIL
+
+logger = logging.getLogger("flowapp.server")
+
+
+def create_server(
+    app: FlowApp, settings: ServerSettings | None = None, *, extra_routes: Sequence[BaseRoute] = ()
+) -> Starlette:
+    """Serve `app` over the webhook, the event WebSocket and the control API.
+
+    `settings` defaults to `ServerSettings.from_env()`, so secrets set in the environment always apply.
+    `extra_routes` come first, so a transport added later (the `/media` stream) needs no change here.
+    """
+    settings = settings if settings is not None else ServerSettings.from_env()
+    routes: list[BaseRoute] = [
+        *extra_routes,
+        *webhook.routes,
+        *events_ws.routes,
+        *control.routes,
+        *openapi.routes,
+        *health.routes,
+    ]
+    server = Starlette(routes=routes, lifespan=_lifespan)
+    server.state.flowapp = app
+    server.state.settings = settings
+    return server
+
+
+@asynccontextmanager
+async def _lifespan(server: Starlette) -> AsyncIterator[None]:
+    settings: ServerSettings = server.state.settings
+    webhook_auth = [
+        name for name, secret in (("X-API-TOKEN", settings.api_token), ("signature", settings.webhook_secret)) if secret
+    ]
+    if webhook_auth:
+        logger.info("webhook and WebSocket auth: %s", " + ".join(webhook_auth))
+    else:
+        logger.warning("no API token or webhook secret set: the webhook and WebSocket accept anyone")
+    if settings.control_token:
+        logger.info("control API enabled at /v1 (bearer token)")
+    elif settings.insecure_control:
+        logger.warning("control API enabled at /v1 WITHOUT auth (--insecure-control)")
+    else:
+        logger.info("%s", DISABLED_DETAIL)
+    yield
+
+
+def uvicorn_config(server: Starlette, settings: ServerSettings, **options: Any) -> uvicorn.Config:
+    """The uvicorn setup matching the settings; uvicorn's own WebSocket limit is a hard ceiling above the app's."""
+    options.setdefault("host", settings.host)
+    options.setdefault("port", settings.port)
+    return uvicorn.Config(server, ws_max_size=2 * settings.max_ws_message_bytes, **options)

@@ -1,0 +1,70 @@
+"""Server settings: secrets and limits, from code, the environment or CLI flags."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+MIB = 1024 * 1024
+KIB = 1024
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value flowapp cannot use."""
+
+
+@dataclass
+class ServerSettings:
+    """What the HTTP/WebSocket server enforces. With no secret set, a transport accepts any caller."""
+
+    api_token: str | None = None
+    """Shared secret expected in the `X-API-TOKEN` header (webhook and WebSocket)."""
+    webhook_secret: str | None = None
+    """Key for the `x-sipgate-signature: sha256=<hex>` HMAC over the raw webhook body."""
+    control_token: str | None = None
+    """Bearer token for the `/v1` control API; without it the control API is off unless `insecure_control`."""
+    insecure_control: bool = False
+    """Serve the control API without a token (trusted networks only)."""
+    max_body_bytes: int = 1 * MIB
+    max_ws_message_bytes: int = 256 * KIB
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @property
+    def control_enabled(self) -> bool:
+        return self.control_token is not None or self.insecure_control
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
+        """Read the `FLOWAPP_*` variables; unset or empty variables keep the defaults."""
+        env = os.environ if environ is None else environ
+        defaults = cls()
+
+        def text(name: str) -> str | None:
+            return env.get(name) or None
+
+        def number(name: str, default: int) -> int:
+            raw = text(name)
+            if raw is None:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+            if value <= 0:
+                raise SettingsError(f"{name} must be positive, got {value}")
+            return value
+
+        return cls(
+            api_token=text("FLOWAPP_API_TOKEN"),
+            webhook_secret=text("FLOWAPP_WEBHOOK_SECRET"),
+            control_token=text("FLOWAPP_CONTROL_TOKEN"),
+            insecure_control=(text("FLOWAPP_INSECURE_CONTROL") or "").lower() in _TRUE,
+            max_body_bytes=number("FLOWAPP_MAX_BODY_BYTES", defaults.max_body_bytes),
+            max_ws_message_bytes=number("FLOWAPP_MAX_WS_MESSAGE_BYTES", defaults.max_ws_message_bytes),
+            host=text("FLOWAPP_HOST") or defaults.host,
+            port=number("FLOWAPP_PORT", defaults.port),
+        )

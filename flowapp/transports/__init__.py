@@ -1,0 +1,1 @@
+"""How events reach a `FlowApp` and actions leave it: HTTP webhook, WebSocket, control API, docs."""

@@ -1,0 +1,168 @@
+"""`GET /openapi.json`: the OpenAPI 3.1 description of the HTTP endpoints, schemas taken from the pydantic models.
+
+Generated from the same models that validate the traffic, so the document cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pydantic import TypeAdapter
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from flowapp import __version__
+from flowapp.protocol.actions import Action
+from flowapp.protocol.events import Event
+
+_REF = "#/components/schemas/{model}"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF.format(model=name)}
+
+
+def _schemas() -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    adapters: dict[str, TypeAdapter[Any]] = {"Event": TypeAdapter(Event), "Action": TypeAdapter(Action)}
+    for name, adapter in adapters.items():
+        schema = adapter.json_schema(ref_template=_REF)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[name] = schema
+    schemas["Reply"] = {"oneOf": [_ref("Action"), {"type": "array", "items": _ref("Action")}]}
+    schemas["Error"] = {
+        "type": "object",
+        "required": ["error", "detail"],
+        "properties": {
+            "error": {"type": "string", "description": "a short machine-readable code"},
+            "detail": {"description": "why: a message, or a list of {loc, msg} field errors"},
+        },
+    }
+    return schemas
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+_CONTROL_ERRORS = {
+    "401": _error("missing or wrong bearer token"),
+    "404": _error("no live call with this session id"),
+    "503": _error("the control API is disabled (no control token configured)"),
+}
+_SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "flowapp",
+            "version": __version__,
+            "description": "A voice app speaking the sipgate AI Flow event/action protocol. "
+            "The same events and actions also travel as JSON text frames over the WebSocket `/ws`.",
+        },
+        "paths": {
+            "/webhook": {
+                "post": {
+                    "summary": "Answer one call event with the app's actions",
+                    "security": [{"apiKey": []}, {"signature": []}, {}],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Event")}}},
+                    "responses": {
+                        "200": _json(_ref("Reply"), "one action, or an array executed in order"),
+                        "204": {"description": "no action (also for unknown event types)"},
+                        "400": _error("the body is not valid JSON"),
+                        "401": _error("missing or wrong X-API-TOKEN or x-sipgate-signature"),
+                        "413": _error("the body exceeds the size limit"),
+                        "422": _error("the JSON is not a valid event; detail lists the fields"),
+                    },
+                }
+            },
+            "/v1/sessions": {
+                "get": {
+                    "summary": "List the live calls",
+                    "security": [{"bearer": []}],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {"sessions": {"type": "array", "items": {"type": "object"}}},
+                            },
+                            "the live calls",
+                        ),
+                        "401": _CONTROL_ERRORS["401"],
+                        "503": _CONTROL_ERRORS["503"],
+                    },
+                }
+            },
+            "/v1/sessions/{session_id}/barge-in": {
+                "post": {
+                    "summary": "Stop the call's current playback now",
+                    "security": [{"bearer": []}],
+                    "parameters": [_SESSION_ID],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {"session_id": {"type": "string"}, "barged_in": {"type": "boolean"}},
+                            },
+                            "whether playback was stopped",
+                        ),
+                        "409": _error("the call's connection is gone"),
+                        **_CONTROL_ERRORS,
+                    },
+                }
+            },
+            "/v1/sessions/{session_id}/actions": {
+                "post": {
+                    "summary": "Push actions into the call, as if the app had replied with them",
+                    "security": [{"bearer": []}],
+                    "parameters": [_SESSION_ID],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Reply")}}},
+                    "responses": {
+                        "202": _json(
+                            {"type": "object", "properties": {"accepted": {"type": "integer"}}}, "actions handed over"
+                        ),
+                        "400": _error("the body is not valid JSON"),
+                        "409": _error("the call's connection is gone"),
+                        "413": _error("the body exceeds the size limit"),
+                        "422": _error("not a valid action or array of actions; detail lists the fields"),
+                        **_CONTROL_ERRORS,
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness",
+                    "responses": {"200": _json({"type": "object"}, '{"status": "ok"}')},
+                }
+            },
+        },
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-TOKEN"},
+                "signature": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "x-sipgate-signature",
+                    "description": "sha256=<hex HMAC-SHA256 of the raw body, keyed with the webhook secret>",
+                },
+                "bearer": {"type": "http", "scheme": "bearer"},
+            },
+        },
+    }
+
+
+async def openapi_json(request: Request) -> Response:
+    return JSONResponse(openapi_document())
+
+
+routes = [Route("/openapi.json", openapi_json, methods=["GET"])]

@@ -1,0 +1,60 @@
+"""Shared fixtures: `live_server` runs a real uvicorn server on loopback for end-to-end tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import pytest
+import uvicorn
+from starlette.routing import BaseRoute
+
+from flowapp.app import FlowApp
+from flowapp.server import create_server, uvicorn_config
+from flowapp.settings import ServerSettings
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    ws_url: str
+
+
+StartServer = Callable[..., LiveServer]
+
+
+@pytest.fixture
+def live_server() -> Iterator[StartServer]:
+    """`live_server(app, settings=None, extra_routes=())` serves the app on a free loopback port until the test ends."""
+    running: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(
+        app: FlowApp, settings: ServerSettings | None = None, extra_routes: Sequence[BaseRoute] = ()
+    ) -> LiveServer:
+        settings = settings or ServerSettings()
+        config = uvicorn_config(
+            create_server(app, settings, extra_routes=extra_routes),
+            settings,
+            host="127.0.0.1",
+            port=0,
+            log_config=None,
+            log_level="warning",
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        running.append((server, thread))
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        return LiveServer(base_url=f"http://127.0.0.1:{port}", ws_url=f"ws://127.0.0.1:{port}")
+
+    yield start
+    for server, thread in running:
+        server.should_exit = True
+        thread.join(timeout=10)
