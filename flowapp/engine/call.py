@@ -1,0 +1,358 @@
+"""`CallEngine`: one phone call, frame by frame, on a clock the driver controls.
+
+Audio flows one way: caller frame -> VAD / transcripts -> turn and barge-in policy -> playout -> frame out.
+The engine never sleeps, never awaits and knows nothing of HTTP or of `FlowApp`: a driver calls `step()` every
+20 ms of call time with the caller's frame and gets the frame to play back; the events the engine raises
+wait in `outbox` until the driver has them answered and hands the actions back through `apply()`.
+A simulation drives it as fast as the CPU allows, a live media stream at the pace of the carrier.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from flowapp.audio.frames import FRAME_MS, FRAME_SAMPLES
+from flowapp.audio.mixer import LoopingSource, mix
+from flowapp.audio.vad import SpeechDetector, VadConfig, VadEvent, VadTracker, make_detector
+from flowapp.engine.bargein import CallerActivity, Trigger, automatic_trigger
+from flowapp.engine.playback import ControlItem, PlaybackItem, PlaybackQueue
+from flowapp.engine.render import Rendered
+from flowapp.logs import call_logger
+from flowapp.protocol import events as ev
+from flowapp.protocol.actions import (
+    Audio,
+    BargeIn,
+    BargeInNow,
+    ConfigureTranscription,
+    ConfigureTurnHandling,
+    Hangup,
+    MixAudio,
+    Speak,
+    Transfer,
+)
+from flowapp.stt.base import StreamingRecognizer, Transcript, count_characters
+
+logger = logging.getLogger("flowapp.engine")
+
+_SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+
+Record = dict[str, Any]
+
+
+@dataclass
+class EngineConfig:
+    end_of_turn_silence_ms: int = 500
+    """Caller silence that ends their turn (protocol range 150..2000; a speak's `vad` setting replaces it)."""
+    vad: VadConfig = field(default_factory=lambda: VadConfig(onset_ms=40, hangover_ms=120))
+    detector: str = "webrtc"
+    default_barge_in: BargeIn = field(default_factory=lambda: BargeIn.min_characters(3))
+    """For actions that arrive without a `barge_in` (a remote app that leaves it out)."""
+    start_unix_ms: int = 0
+    """Wall-clock time of t=0, for `speech_started_at`; a simulation fixes it so every run is identical."""
+
+
+@dataclass
+class CallerTurn:
+    """One caller turn, from the first sign of speech to the end-of-turn silence."""
+
+    started_ms: int
+    last_activity_ms: int
+    text: str = ""
+    final_text: str | None = None
+    barged_in: bool = False
+
+
+class CallEngine:
+    def __init__(
+        self,
+        session: ev.SessionInfo,
+        config: EngineConfig | None = None,
+        *,
+        recognizer: StreamingRecognizer | None = None,
+        detector: SpeechDetector | None = None,
+        on_record: Callable[[Record], None] | None = None,
+    ) -> None:
+        self.session = session
+        self.config = config or EngineConfig()
+        self.recognizer = recognizer
+        self.vad = VadTracker(detector or make_detector(self.config.detector), self.config.vad)
+        self.end_of_turn_silence_ms = self.config.end_of_turn_silence_ms
+        self.now_ms = 0
+        self.outbox: list[ev.Event] = []
+        self.queue = PlaybackQueue()
+        self.current: PlaybackItem | None = None
+        self.turn: CallerTurn | None = None
+        self.ended = False
+        self.end_reason: str | None = None
+        self.transfer: Transfer | None = None
+        self._on_record = on_record
+        self._background: LoopingSource | None = None
+        self._background_volume = 0.0
+        self._input_timeout_at: int | None = None
+        self._reply_counter = 0
+        self._item_baseline_chars = 0
+        self.log = call_logger(logger, session.id)
+
+    # Driver interface ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._emit(ev.SessionStart(session=self.session))
+
+    def step(self, caller_frame: np.ndarray | None) -> np.ndarray:
+        """20 ms of call time: play the next frame, hear the caller's frame for the same 20 ms, then decide."""
+        if self.ended:
+            return _SILENCE
+        out = self._play_frame()
+        self._hear(caller_frame if caller_frame is not None else _SILENCE)
+        self.now_ms += FRAME_MS
+        self._decide()
+        return out
+
+    def apply(self, rendered: list[Rendered]) -> None:
+        """Run one reply's actions: audio is queued in order, control actions act now."""
+        if not rendered:
+            return
+        if self.ended:
+            self.log.info("call ended; actions dropped: %s", [r.action.type for r in rendered])
+            return
+        self._reply_counter += 1
+        reply_id = self._reply_counter
+        for item in rendered:
+            self._apply_one(item, reply_id)
+
+    def barge_in_now(self, trigger: Trigger = "manual") -> bool:
+        """Stop the current playback at once (a `barge_in` action or the control API)."""
+        if self.current is None:
+            return False
+        self._interrupt(trigger)
+        return True
+
+    def dtmf(self, digit: str) -> None:
+        if not self.ended:
+            self._emit(ev.DtmfReceived(session=self.session, digit=digit))
+
+    def push_transcript(self, transcript: Transcript) -> None:
+        """A transcript delivered by the media side rather than the engine's own recognizer."""
+        push = getattr(self.recognizer, "push", None)
+        if push is None:
+            raise RuntimeError("this call's recognizer does not accept pushed transcripts")
+        push(transcript)
+
+    def end(self, reason: str) -> None:
+        """The call is over (caller hung up, stream stopped): `session_end` exactly once."""
+        if self.ended:
+            return
+        if self.current is not None:
+            self._finish_item(interrupted=True)
+        self.ended = True
+        self.end_reason = reason
+        self._emit(ev.SessionEnd(session=self.session, reason=reason))
+
+    @property
+    def playing(self) -> bool:
+        return self.current is not None
+
+    def take_events(self) -> list[ev.Event]:
+        events, self.outbox = self.outbox, []
+        return events
+
+    # Playout ------------------------------------------------------------------------------------
+
+    def _play_frame(self) -> np.ndarray:
+        while self.current is None and len(self.queue):
+            head = self.queue.pop()
+            if isinstance(head, ControlItem):
+                self._run_control(head)
+                if self.ended:
+                    return _SILENCE
+            else:
+                self._start_item(head)
+        frame = self.current.next_frame() if self.current is not None else _SILENCE
+        if self._background is not None:
+            frame = mix(frame, self._background.next_frame(), self._background_volume)
+        return frame
+
+    def _start_item(self, item: PlaybackItem) -> None:
+        self.current = item
+        item.started_ms = self.now_ms
+        self._input_timeout_at = None
+        turn = self.turn
+        self._item_baseline_chars = count_characters(turn.text) if turn is not None else 0
+        self._emit(
+            ev.AssistantSpeak(
+                session=self.session,
+                text=item.text,
+                ssml=item.ssml,
+                duration_ms=item.duration_ms,
+                speech_started_at=self.config.start_unix_ms + self.now_ms,
+            )
+        )
+
+    def _finish_item(self, *, interrupted: bool) -> None:
+        item = self.current
+        assert item is not None
+        self.current = None
+        self._emit(
+            ev.AssistantSpeechEnded(
+                session=self.session,
+                interrupted=interrupted,
+                played_ms=item.played_ms,
+                heard_text=item.heard_text(),
+            )
+        )
+        if not interrupted and item.user_input_timeout_seconds and not len(self.queue) and self.turn is None:
+            self._input_timeout_at = self.now_ms + int(item.user_input_timeout_seconds * 1000)
+
+    def _run_control(self, item: ControlItem) -> None:
+        action = item.action
+        if isinstance(action, Hangup):
+            self._record({"event": "hangup"})
+            self.end("hangup")
+        elif isinstance(action, Transfer):
+            self.transfer = action
+            self._record({"event": "transfer", **action.to_wire()})
+            self.end("transfer")
+
+    # Listening ----------------------------------------------------------------------------------
+
+    def _hear(self, frame: np.ndarray) -> None:
+        for vad_event in self.vad.process(frame, self.now_ms):
+            self._on_vad(vad_event)
+        if self.recognizer is not None and (self.turn is not None or self.vad.speaking or self._scripted):
+            for transcript in self.recognizer.feed(frame, self.now_ms + FRAME_MS):
+                self._on_transcript(transcript)
+
+    @property
+    def _scripted(self) -> bool:
+        return hasattr(self.recognizer, "push")
+
+    def _on_vad(self, vad_event: VadEvent) -> None:
+        if vad_event.kind == "start":
+            self._begin_turn(vad_event.t_ms)
+        elif self.turn is not None:
+            self.turn.last_activity_ms = max(self.turn.last_activity_ms, vad_event.t_ms)
+
+    def _on_transcript(self, transcript: Transcript) -> None:
+        if not transcript.text.strip():
+            return
+        if self.turn is None:
+            self._begin_turn(transcript.t_ms)
+        turn = self.turn
+        assert turn is not None
+        turn.text = transcript.text
+        turn.last_activity_ms = max(turn.last_activity_ms, transcript.t_ms)
+        if transcript.final:
+            turn.final_text = transcript.text
+
+    def _begin_turn(self, t_ms: int) -> None:
+        if self.turn is not None:
+            return
+        self.turn = CallerTurn(started_ms=t_ms, last_activity_ms=t_ms)
+        self._input_timeout_at = None
+        self._item_baseline_chars = 0
+        self._emit(ev.UserSpeechStarted(session=self.session))
+
+    # Decisions ----------------------------------------------------------------------------------
+
+    def _decide(self) -> None:
+        item = self.current
+        if item is not None and item.finished:
+            self._finish_item(interrupted=False)
+        elif item is not None:
+            trigger = automatic_trigger(item.barge_in, item.played_ms, self._caller_activity())
+            if trigger is not None:
+                self._interrupt(trigger)
+        self._maybe_end_turn()
+        if self._input_timeout_at is not None and self.now_ms >= self._input_timeout_at:
+            self._input_timeout_at = None
+            if self.turn is None and self.current is None:
+                self._emit(ev.UserInputTimeout(session=self.session))
+
+    def _caller_activity(self) -> CallerActivity:
+        turn = self.turn
+        characters = 0
+        if turn is not None:
+            characters = max(0, count_characters(turn.text) - self._item_baseline_chars)
+        return CallerActivity(speaking=self.vad.speaking, characters=characters)
+
+    def _interrupt(self, trigger: Trigger) -> None:
+        item = self.current
+        assert item is not None
+        self._record(
+            {"event": "barge_in", "strategy": item.barge_in.strategy, "trigger": trigger, "played_ms": item.played_ms}
+        )
+        self._finish_item(interrupted=True)
+        dropped = self.queue.drop_reply(item.reply_id)
+        if dropped:
+            self.log.info("barge-in dropped %d queued item(s) of the same reply", len(dropped))
+        if trigger != "manual" and self.turn is not None:
+            self.turn.barged_in = True
+
+    def _maybe_end_turn(self) -> None:
+        turn = self.turn
+        if turn is None or self.vad.speaking:
+            return
+        if self.now_ms - turn.last_activity_ms < self.end_of_turn_silence_ms:
+            return
+        if self.recognizer is not None:
+            for transcript in self.recognizer.end_utterance(self.now_ms):
+                self._on_transcript(transcript)
+        self.turn = None
+        text = turn.final_text if turn.final_text is not None else turn.text
+        if text or turn.barged_in or self.recognizer is None:
+            self._emit(ev.UserSpeak(session=self.session, text=text, barged_in=True if turn.barged_in else None))
+
+    # Actions ------------------------------------------------------------------------------------
+
+    def _apply_one(self, rendered: Rendered, reply_id: int) -> None:
+        action = rendered.action
+        if isinstance(action, Speak | Audio):
+            if isinstance(action, Speak) and action.vad and action.vad.end_of_turn_silence_ms:
+                self.end_of_turn_silence_ms = action.vad.end_of_turn_silence_ms
+            if rendered.pcm is None:
+                self.log.error("%s skipped: %s", action.type, rendered.problem or "no audio")
+                return
+            self.queue.append(
+                PlaybackItem(
+                    action=action,
+                    pcm=rendered.pcm,
+                    barge_in=action.barge_in or self.config.default_barge_in,
+                    reply_id=reply_id,
+                    text=action.text if isinstance(action, Speak) else None,
+                    ssml=action.ssml if isinstance(action, Speak) else None,
+                    user_input_timeout_seconds=action.user_input_timeout_seconds
+                    if isinstance(action, Speak)
+                    else None,
+                )
+            )
+        elif isinstance(action, Hangup | Transfer):
+            self.queue.append(ControlItem(action=action, reply_id=reply_id))
+        elif isinstance(action, BargeInNow):
+            if not self.barge_in_now("manual"):
+                self.log.info("barge_in action with nothing playing")
+        elif isinstance(action, MixAudio):
+            if action.stop or rendered.pcm is None:
+                self._background = None
+            else:
+                self._background = LoopingSource(rendered.pcm)
+                self._background_volume = action.volume
+        elif isinstance(action, ConfigureTranscription):
+            if action.vad and action.vad.end_of_turn_silence_ms:
+                self.end_of_turn_silence_ms = action.vad.end_of_turn_silence_ms
+        elif isinstance(action, ConfigureTurnHandling):
+            self.log.warning("configure_turn_handling is not supported by this engine")
+
+    # Output -------------------------------------------------------------------------------------
+
+    def _emit(self, event: ev.Event) -> None:
+        self.outbox.append(event)
+        self._record({"event": event.type, **event.model_dump(mode="json", exclude={"type", "session"}, exclude_none=True)})
+
+    def _record(self, record: Record) -> None:
+        if self._on_record is not None:
+            self._on_record({"t_ms": self.now_ms, **record})
