@@ -76,7 +76,9 @@ class CallEngine:
         recognizer: StreamingRecognizer | None = None,
         detector: SpeechDetector | None = None,
         on_record: Callable[[Record], None] | None = None,
+        unheard_ms: Callable[[], int] | None = None,
     ) -> None:
+        """`unheard_ms`, from a live transport: audio sent to the carrier but not yet confirmed played."""
         self.session = session
         self.config = config or EngineConfig()
         self.recognizer = recognizer
@@ -91,6 +93,7 @@ class CallEngine:
         self.end_reason: str | None = None
         self.transfer: Transfer | None = None
         self._on_record = on_record
+        self._unheard_ms = unheard_ms
         self._background: LoopingSource | None = None
         self._background_volume = 0.0
         self._input_timeout_at: int | None = None
@@ -197,12 +200,15 @@ class CallEngine:
         item = self.current
         assert item is not None
         self.current = None
+        played_ms = item.played_ms
+        if interrupted and self._unheard_ms is not None:
+            played_ms = max(0, played_ms - self._unheard_ms())
         self._emit(
             ev.AssistantSpeechEnded(
                 session=self.session,
                 interrupted=interrupted,
-                played_ms=item.played_ms,
-                heard_text=item.heard_text(),
+                played_ms=played_ms,
+                heard_text=item.heard_text(played_ms),
             )
         )
         if not interrupted and item.user_input_timeout_seconds and not len(self.queue) and self.turn is None:
