@@ -7,7 +7,6 @@ Adding a subcommand means writing those two functions and calling `register(Comm
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -15,8 +14,10 @@ from dataclasses import dataclass
 
 from flowapp import __version__
 from flowapp.app import FlowApp
+from flowapp.loader import AppLoadError, load_app
 from flowapp.logs import configure_logging
 from flowapp.settings import ServerSettings, SettingsError
+from flowapp.simulation import command as simulate_command
 
 DEFAULT_APP = "handlers:app"
 EXIT_USAGE = 2
@@ -39,31 +40,6 @@ COMMANDS: dict[str, Command] = {}
 def register(command: Command) -> Command:
     COMMANDS[command.name] = command
     return command
-
-
-class AppLoadError(Exception):
-    """The `module:attr` spec does not lead to a FlowApp."""
-
-
-def load_app(spec: str) -> FlowApp:
-    """Import `module:attr` (attr defaults to `app`) from the current directory or the installed packages."""
-    module_name, _, attr_path = spec.partition(":")
-    attr_path = attr_path or "app"
-    if not module_name:
-        raise AppLoadError(f"app spec {spec!r} must look like 'module:attr', for example 'handlers:app'")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        target: object = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise AppLoadError(f"cannot import module {module_name!r}: {exc}") from exc
-    for attr in attr_path.split("."):
-        if not hasattr(target, attr):
-            raise AppLoadError(f"module {module_name!r} has no attribute {attr_path!r}")
-        target = getattr(target, attr)
-    if not isinstance(target, FlowApp):
-        raise AppLoadError(f"{spec!r} is a {type(target).__name__}, not a FlowApp")
-    return target
 
 
 # flowapp serve --------------------------------------------------------------------------------------------------
@@ -147,6 +123,17 @@ register(
         description=SERVE_DESCRIPTION,
         add_arguments=_serve_arguments,
         run=_serve,
+    )
+)
+
+
+register(
+    Command(
+        name="simulate",
+        summary="run one call from a scenario file through the engine and print its timeline",
+        description=simulate_command.DESCRIPTION,
+        add_arguments=simulate_command.add_arguments,
+        run=simulate_command.run,
     )
 )
 

@@ -44,4 +44,3 @@ def automatic_trigger(config: BargeIn, played_ms: int, caller: CallerActivity) -
     if caller.characters >= config.minimum_characters:
         return "transcript"
     return None
-

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import base64
+import heapq
+import json
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +73,68 @@ def recognizer_for(scenario: Scenario) -> StreamingRecognizer | None:
     return make_recognizer(scenario.recognizer)
 
 
+class SimulatedCall:
+    """A call on simulated time: the engine, an app, and things scheduled to happen at given moments.
+
+    Call time stands still while the app answers, so the timeline depends only on the inputs.
+    """
+
+    def __init__(
+        self,
+        responder: Responder,
+        *,
+        config: EngineConfig | None = None,
+        recognizer: StreamingRecognizer | None = None,
+        renderer: Renderer | None = None,
+        session: SessionInfo = SIMULATED_SESSION,
+    ) -> None:
+        self.timeline: list[Record] = []
+        self.renderer = renderer or Renderer()
+        config = config or EngineConfig(start_unix_ms=SIMULATED_EPOCH_MS)
+        self.engine = CallEngine(session, config, recognizer=recognizer, on_record=self.timeline.append)
+        self.pump = EventPump(self.engine, responder, self.renderer)
+        self.played: list[np.ndarray] = []
+        self._schedule: list[tuple[int, int, Callable[[CallEngine], object]]] = []
+
+    def at(self, t_ms: int, do: Callable[[CallEngine], object]) -> None:
+        """Run `do(engine)` once call time reaches `t_ms`, before that frame is played."""
+        heapq.heappush(self._schedule, (t_ms, len(self._schedule), do))
+
+    def barge_in_at(self, t_ms: int) -> None:
+        def request(engine: CallEngine) -> None:
+            if not engine.barge_in_now("manual"):
+                self.timeline.append({"t_ms": engine.now_ms, "event": "barge_in_ignored", "reason": "nothing playing"})
+
+        self.at(t_ms, request)
+
+    def push_at(self, t_ms: int, actions: list[Action]) -> None:
+        """Actions that reach the call without an event, as the control API or a WebSocket push would send them."""
+        self.at(t_ms, lambda engine: engine.apply(self.renderer.render_all(actions)))
+
+    async def run(self, caller: np.ndarray, duration_ms: int) -> list[Record]:
+        engine = self.engine
+        frames = duration_ms // FRAME_MS
+        caller = np.concatenate(
+            [caller[: frames * FRAME_SAMPLES], np.zeros(max(0, frames * FRAME_SAMPLES - len(caller)), np.int16)]
+        )
+        engine.start()
+        await self.pump.drain()
+        for k in range(frames):
+            while self._schedule and self._schedule[0][0] <= engine.now_ms:
+                heapq.heappop(self._schedule)[2](engine)
+            await self.pump.drain()
+            if engine.ended:
+                break
+            self.played.append(engine.step(caller[k * FRAME_SAMPLES : (k + 1) * FRAME_SAMPLES]))
+            await self.pump.drain()
+            if engine.ended:
+                break
+        if not engine.ended:
+            engine.end("simulation_end")
+            await self.pump.drain()
+        return sorted(self.timeline, key=lambda r: r["t_ms"])
+
+
 async def run_scenario(
     scenario: Scenario,
     base: Path,
@@ -78,42 +144,24 @@ async def run_scenario(
     record_wav: Path | None = None,
 ) -> list[Record]:
     """The call's timeline: every event delivered to the app, plus barge-ins, hangups and transfers."""
-    timeline: list[Record] = []
     config = EngineConfig(start_unix_ms=SIMULATED_EPOCH_MS)
     if scenario.end_of_turn_silence_ms is not None:
         config.end_of_turn_silence_ms = scenario.end_of_turn_silence_ms
-    engine = CallEngine(SIMULATED_SESSION, config, recognizer=recognizer_for(scenario), on_record=timeline.append)
-    if responder is None:
-        responder = PlayOnce(assistant_action(scenario, base))
-    pump = EventPump(engine, responder, renderer or Renderer())
-    frames = scenario.duration_ms // FRAME_MS
-    caller = caller_audio(scenario, base, frames)
-    manual = sorted(scenario.barge_in_requests_ms)
-    dtmf = sorted(scenario.dtmf, key=lambda d: d.at_ms)
-    played: list[np.ndarray] = []
-
-    engine.start()
-    await pump.drain()
-    for k in range(frames):
-        while manual and manual[0] <= engine.now_ms:
-            manual.pop(0)
-            if not engine.barge_in_now("manual"):
-                timeline.append({"t_ms": engine.now_ms, "event": "barge_in_ignored", "reason": "nothing playing"})
-        while dtmf and dtmf[0].at_ms <= engine.now_ms:
-            engine.dtmf(dtmf.pop(0).digit)
-        await pump.drain()
-        if engine.ended:
-            break
-        played.append(engine.step(caller[k * FRAME_SAMPLES : (k + 1) * FRAME_SAMPLES]))
-        await pump.drain()
-        if engine.ended:
-            break
-    if not engine.ended:
-        engine.end("simulation_end")
-        await pump.drain()
+    call = SimulatedCall(
+        responder or PlayOnce(assistant_action(scenario, base)),
+        config=config,
+        recognizer=recognizer_for(scenario),
+        renderer=renderer,
+    )
+    for t_ms in scenario.barge_in_requests_ms:
+        call.barge_in_at(t_ms)
+    for key in scenario.dtmf:
+        call.at(key.at_ms, partial(CallEngine.dtmf, digit=key.digit))
+    caller = caller_audio(scenario, base, scenario.duration_ms // FRAME_MS)
+    timeline = await call.run(caller, scenario.duration_ms)
     if record_wav is not None:
-        _write_call_audio(record_wav, caller, played)
-    return sorted(timeline, key=lambda r: r["t_ms"])
+        _write_call_audio(record_wav, caller, call.played)
+    return timeline
 
 
 def _write_call_audio(path: Path, caller: np.ndarray, played: list[np.ndarray]) -> None:
@@ -125,6 +173,4 @@ def _write_call_audio(path: Path, caller: np.ndarray, played: list[np.ndarray]) 
 
 
 def timeline_lines(timeline: list[dict[str, Any]]) -> list[str]:
-    import json
-
     return [json.dumps(record, separators=(", ", ": ")) for record in timeline]
