@@ -12,22 +12,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from flowapp.audio.echo import EchoGuard, EchoGuardedDetector
 from flowapp.audio.frames import FRAME_MS, FRAME_SAMPLES
 from flowapp.audio.mixer import LoopingSource, mix
 from flowapp.audio.vad import SpeechDetector, VadConfig, VadEvent, VadTracker, make_detector
 from flowapp.engine.bargein import CallerActivity, Trigger, automatic_trigger
+from flowapp.engine.interruption import Candidate, InterruptionHook, Verdict, classify_words, judge
 from flowapp.engine.playback import ControlItem, PlaybackItem, PlaybackQueue
 from flowapp.engine.render import Rendered
+from flowapp.engine.turns import TurnHandling, words
 from flowapp.logs import call_logger
 from flowapp.protocol import events as ev
 from flowapp.protocol.actions import (
     Audio,
     BargeIn,
     BargeInNow,
+    CommitUserTurn,
     ConfigureTranscription,
     ConfigureTurnHandling,
     Hangup,
@@ -54,17 +58,34 @@ class EngineConfig:
     """For actions that arrive without a `barge_in` (a remote app that leaves it out)."""
     start_unix_ms: int = 0
     """Wall-clock time of t=0, for `speech_started_at`; a simulation fixes it so every run is identical."""
+    turn_handling: TurnHandling = field(default_factory=TurnHandling)
 
 
 @dataclass
 class CallerTurn:
-    """One caller turn, from the first sign of speech to the end-of-turn silence."""
+    """One caller turn, from the first sign of speech to the end of turn."""
 
     started_ms: int
     last_activity_ms: int
     text: str = ""
     final_text: str | None = None
     barged_in: bool = False
+    limit_reported: bool = False
+    discardable: bool = False
+    """Began during an item that may not be interrupted (see `discard_audio_if_uninterruptible`)."""
+    speech_ms: int = 0
+    """Voice activity so far, summed over the turn's speech segments."""
+
+
+@dataclass
+class Pause:
+    """Playback held on caller activity, waiting to learn whether it was a real interruption."""
+
+    item: PlaybackItem
+    at_ms: int
+    trigger: Trigger
+    baseline_chars: int
+    speech_start_ms: int
 
 
 class CallEngine:
@@ -77,28 +98,41 @@ class CallEngine:
         detector: SpeechDetector | None = None,
         on_record: Callable[[Record], None] | None = None,
         unheard_ms: Callable[[], int] | None = None,
+        interruption_hook: InterruptionHook | None = None,
     ) -> None:
-        """`unheard_ms`, from a live transport: audio sent to the carrier but not yet confirmed played."""
+        """`unheard_ms`, from a live transport: audio sent to the carrier but not yet confirmed played.
+
+        `interruption_hook` may overrule the built-in judgement of a paused interruption (see interruption.py).
+        """
         self.session = session
         self.config = config or EngineConfig()
         self.recognizer = recognizer
-        self.vad = VadTracker(detector or make_detector(self.config.detector), self.config.vad)
+        self.turn_handling = self.config.turn_handling
+        self.echo_guard = EchoGuard()
+        self.echo_guard.configure(self.turn_handling.echo_guard)
+        base_detector = detector or make_detector(self.config.detector)
+        self.detector = EchoGuardedDetector(base_detector, self.echo_guard)
+        self.vad = VadTracker(self.detector, self.config.vad)
         self.end_of_turn_silence_ms = self.config.end_of_turn_silence_ms
+        self._learned_pause_ms: float | None = None
         self.now_ms = 0
         self.outbox: list[ev.Event] = []
         self.queue = PlaybackQueue()
         self.current: PlaybackItem | None = None
+        self.pause: Pause | None = None
         self.turn: CallerTurn | None = None
         self.ended = False
         self.end_reason: str | None = None
         self.transfer: Transfer | None = None
         self._on_record = on_record
         self._unheard_ms = unheard_ms
+        self._hook = interruption_hook
         self._background: LoopingSource | None = None
         self._background_volume = 0.0
         self._input_timeout_at: int | None = None
         self._reply_counter = 0
         self._item_baseline_chars = 0
+        self._segment_start_ms: int | None = None
         self.log = call_logger(logger, session.id)
 
     # Driver interface ---------------------------------------------------------------------------
@@ -111,6 +145,7 @@ class CallEngine:
         if self.ended:
             return _SILENCE
         out = self._play_frame()
+        self.echo_guard.play(out)
         self._hear(caller_frame if caller_frame is not None else _SILENCE)
         self.now_ms += FRAME_MS
         self._decide()
@@ -146,6 +181,13 @@ class CallEngine:
             raise RuntimeError("this call's recognizer does not accept pushed transcripts")
         push(transcript)
 
+    def configure_turn_handling(self, changes: dict[str, Any]) -> None:
+        """Per-call turn-handling options, merged over the app's (raises pydantic.ValidationError)."""
+        self.turn_handling = self.turn_handling.updated(changes)
+        self.echo_guard.configure(self.turn_handling.echo_guard)
+        if "endpointing" in changes and "min_delay" in changes["endpointing"]:
+            self.end_of_turn_silence_ms = int(self.turn_handling.endpointing.min_delay * 1000)
+
     def end(self, reason: str) -> None:
         """The call is over (caller hung up, stream stopped): `session_end` exactly once."""
         if self.ended:
@@ -158,7 +200,7 @@ class CallEngine:
 
     @property
     def playing(self) -> bool:
-        return self.current is not None
+        return self.current is not None and self.pause is None
 
     def take_events(self) -> list[ev.Event]:
         events, self.outbox = self.outbox, []
@@ -175,7 +217,7 @@ class CallEngine:
                     return _SILENCE
             else:
                 self._start_item(head)
-        frame = self.current.next_frame() if self.current is not None else _SILENCE
+        frame = self.current.next_frame() if self.current is not None and self.pause is None else _SILENCE
         if self._background is not None:
             frame = mix(frame, self._background.next_frame(), self._background_volume)
         return frame
@@ -200,6 +242,9 @@ class CallEngine:
         item = self.current
         assert item is not None
         self.current = None
+        self.pause = None
+        if self.turn is not None and self.turn.discardable and self.vad.speaking:
+            self.turn.discardable = False
         played_ms = item.played_ms
         if interrupted and self._unheard_ms is not None:
             played_ms = max(0, played_ms - self._unheard_ms())
@@ -239,9 +284,19 @@ class CallEngine:
 
     def _on_vad(self, vad_event: VadEvent) -> None:
         if vad_event.kind == "start":
+            self._segment_start_ms = vad_event.t_ms
+            turn = self.turn
+            if turn is not None:
+                self._learn_pause(vad_event.t_ms - turn.last_activity_ms)
+                if turn.discardable and (self.current is None or self._interruptible(self.current)):
+                    turn.discardable = False
             self._begin_turn(vad_event.t_ms)
-        elif self.turn is not None:
-            self.turn.last_activity_ms = max(self.turn.last_activity_ms, vad_event.t_ms)
+        else:
+            if self.turn is not None:
+                self.turn.last_activity_ms = max(self.turn.last_activity_ms, vad_event.t_ms)
+                if self._segment_start_ms is not None:
+                    self.turn.speech_ms += vad_event.t_ms - self._segment_start_ms
+            self._segment_start_ms = None
 
     def _on_transcript(self, transcript: Transcript) -> None:
         if not transcript.text.strip():
@@ -258,26 +313,42 @@ class CallEngine:
     def _begin_turn(self, t_ms: int) -> None:
         if self.turn is not None:
             return
-        self.turn = CallerTurn(started_ms=t_ms, last_activity_ms=t_ms)
+        item = self.current
+        discardable = (
+            self.turn_handling.interruption.discard_audio_if_uninterruptible
+            and item is not None
+            and not self._interruptible(item)
+        )
+        self.turn = CallerTurn(started_ms=t_ms, last_activity_ms=t_ms, discardable=discardable)
         self._input_timeout_at = None
         self._item_baseline_chars = 0
         self._emit(ev.UserSpeechStarted(session=self.session))
+
+    def _current_speech_ms(self) -> int:
+        turn = self.turn
+        done = turn.speech_ms if turn is not None else 0
+        running = self.now_ms - self._segment_start_ms if self._segment_start_ms is not None else 0
+        return done + running
 
     # Decisions ----------------------------------------------------------------------------------
 
     def _decide(self) -> None:
         item = self.current
-        if item is not None and item.finished:
+        if item is not None and self.pause is not None:
+            self._judge_pause()
+        elif item is not None and item.finished:
             self._finish_item(interrupted=False)
         elif item is not None:
-            trigger = automatic_trigger(item.barge_in, item.played_ms, self._caller_activity())
-            if trigger is not None:
-                self._interrupt(trigger)
+            self._check_barge_in(item)
+        self._check_turn_limit()
         self._maybe_end_turn()
         if self._input_timeout_at is not None and self.now_ms >= self._input_timeout_at:
             self._input_timeout_at = None
             if self.turn is None and self.current is None:
                 self._emit(ev.UserInputTimeout(session=self.session))
+
+    def _interruptible(self, item: PlaybackItem) -> bool:
+        return self.turn_handling.interruption.enabled and item.barge_in.strategy in ("immediate", "minimum_characters")
 
     def _caller_activity(self) -> CallerActivity:
         turn = self.turn
@@ -286,32 +357,186 @@ class CallEngine:
             characters = max(0, count_characters(turn.text) - self._item_baseline_chars)
         return CallerActivity(speaking=self.vad.speaking, characters=characters)
 
-    def _interrupt(self, trigger: Trigger) -> None:
+    def _new_text(self, baseline_chars: int) -> str:
+        """The caller's words since a baseline, for phrase matching."""
+        turn = self.turn
+        if turn is None:
+            return ""
+        text = turn.text
+        skip = baseline_chars
+        out = []
+        for word in text.split():
+            if skip > 0:
+                skip -= count_characters(word)
+                continue
+            out.append(word)
+        return " ".join(out)
+
+    def _check_barge_in(self, item: PlaybackItem) -> None:
+        options = self.turn_handling.interruption
+        if not options.enabled:
+            return
+        activity = self._caller_activity()
+        trigger = automatic_trigger(item.barge_in, item.played_ms, activity)
+        if options.mode == "adaptive" and self._interruptible(item) and item.played_ms >= item.barge_in.allow_after_ms:
+            verdict = judge(self._candidate(item, self._item_baseline_chars, self.now_ms), options)
+            if verdict == "interrupt" and trigger is None:
+                trigger = "transcript"
+            elif verdict == "backchannel" and trigger == "transcript":
+                trigger = None
+        if trigger is None:
+            return
+        if options.pauses_first and trigger == "vad":
+            self._pause(item, trigger)
+        else:
+            self._interrupt(trigger)
+
+    def _candidate(self, item: PlaybackItem, baseline_chars: int, since_ms: int) -> Candidate:
+        turn = self.turn
+        return Candidate(
+            text=self._new_text(baseline_chars),
+            final=turn is not None and turn.final_text is not None,
+            speaking=self.vad.speaking,
+            speech_ms=self._current_speech_ms(),
+            silent_ms=self.now_ms - turn.last_activity_ms if turn is not None and not self.vad.speaking else 0,
+            paused_ms=self.now_ms - since_ms,
+            played_ms=item.played_ms,
+            strategy=item.barge_in.strategy,
+        )
+
+    def _pause(self, item: PlaybackItem, trigger: Trigger) -> None:
+        speech_start = self.vad.speech_started_ms if self.vad.speech_started_ms is not None else self.now_ms
+        self.pause = Pause(item, self.now_ms, trigger, self._item_baseline_chars, speech_start)
+        self._emit(ev.AssistantSpeechPaused(session=self.session, played_ms=item.played_ms))
+
+    def _judge_pause(self) -> None:
+        pause = self.pause
+        assert pause is not None
+        candidate = self._candidate(pause.item, pause.baseline_chars, pause.at_ms)
+        verdict: Verdict | None = self._hook(candidate) if self._hook is not None else None
+        if verdict is None:
+            verdict = judge(candidate, self.turn_handling.interruption)
+        if verdict == "interrupt":
+            self._interrupt(pause.trigger, at_ms=pause.at_ms)
+        elif verdict in ("backchannel", "resume"):
+            self._resume(pause, backchannel=verdict == "backchannel", text=candidate.text)
+
+    def _resume(self, pause: Pause, *, backchannel: bool, text: str) -> None:
+        self.pause = None
+        self._emit(
+            ev.AssistantSpeechResumed(
+                session=self.session, played_ms=pause.item.played_ms, paused_ms=self.now_ms - pause.at_ms
+            )
+        )
+        if backchannel:
+            self._emit(ev.UserBackchannel(session=self.session, text=text))
+        turn = self.turn
+        if turn is not None and not self.vad.speaking and (backchannel or not turn.text):
+            # The backchannel's words went out with its event; noise had none. Words of any other kind
+            # stay in the turn, which ends as a `user_speak` as usual: nothing the caller said is lost.
+            if self.recognizer is not None:
+                self.recognizer.end_utterance(self.now_ms)
+            self.turn = None
+            self._segment_start_ms = None
+
+    def _interrupt(self, trigger: Trigger, at_ms: int | None = None) -> None:
         item = self.current
         assert item is not None
-        self._record(
-            {"event": "barge_in", "strategy": item.barge_in.strategy, "trigger": trigger, "played_ms": item.played_ms}
-        )
+        record = {
+            "event": "barge_in",
+            "strategy": item.barge_in.strategy,
+            "trigger": trigger,
+            "played_ms": item.played_ms,
+        }
+        self._record(record, at_ms=at_ms)
         self._finish_item(interrupted=True)
         dropped = self.queue.drop_reply(item.reply_id)
         if dropped:
             self.log.info("barge-in dropped %d queued item(s) of the same reply", len(dropped))
         if trigger != "manual" and self.turn is not None:
             self.turn.barged_in = True
+            self.turn.discardable = False
+
+    def _check_turn_limit(self) -> None:
+        turn = self.turn
+        limit = self.turn_handling.user_turn_limit
+        if turn is None or turn.limit_reported or (limit.max_words is None and limit.max_duration is None):
+            return
+        count = len(words(turn.text))
+        duration_ms = self.now_ms - turn.started_ms
+        reached: Literal["max_words", "max_duration"] | None = None
+        if limit.max_words is not None and count >= limit.max_words:
+            reached = "max_words"
+        elif limit.max_duration is not None and duration_ms >= limit.max_duration * 1000:
+            reached = "max_duration"
+        if reached is not None:
+            turn.limit_reported = True
+            self._emit(
+                ev.UserTurnLimit(
+                    session=self.session, text=turn.text, words=count, duration_ms=duration_ms, limit=reached
+                )
+            )
+
+    def _end_of_turn_delay_ms(self) -> int:
+        endpointing = self.turn_handling.endpointing
+        if endpointing.mode == "dynamic" and self._learned_pause_ms is not None:
+            low, high = self.end_of_turn_silence_ms, int(endpointing.max_delay * 1000)
+            return int(min(max(self._learned_pause_ms, low), high))
+        return self.end_of_turn_silence_ms
+
+    def _learn_pause(self, pause_ms: int) -> None:
+        """Dynamic endpointing: a moving average of this caller's pauses inside their turns."""
+        if pause_ms <= 0:
+            return
+        alpha = self.turn_handling.endpointing.alpha
+        previous = self._learned_pause_ms
+        self._learned_pause_ms = pause_ms if previous is None else alpha * previous + (1 - alpha) * pause_ms
 
     def _maybe_end_turn(self) -> None:
         turn = self.turn
-        if turn is None or self.vad.speaking:
+        if turn is None or self.pause is not None:
             return
-        if self.now_ms - turn.last_activity_ms < self.end_of_turn_silence_ms:
+        detection = self.turn_handling.turn_detection
+        if detection == "manual":
             return
+        if detection == "stt" and turn.final_text is not None and not self.vad.speaking:
+            self._end_turn()
+            return
+        if self.vad.speaking:
+            return
+        silence_needed = self._end_of_turn_delay_ms()
+        if detection == "stt":
+            silence_needed = max(silence_needed, int(self.turn_handling.endpointing.max_delay * 1000))
+        if self.now_ms - turn.last_activity_ms >= silence_needed:
+            self._end_turn()
+
+    def _end_turn(self) -> None:
+        turn = self.turn
+        assert turn is not None
         if self.recognizer is not None:
             for transcript in self.recognizer.end_utterance(self.now_ms):
                 self._on_transcript(transcript)
         self.turn = None
+        self._segment_start_ms = None
         text = turn.final_text if turn.final_text is not None else turn.text
+        if turn.discardable:
+            self._record({"event": "user_speech_discarded", "text": text})
+            return
+        if self._is_backchannel_over_speech(turn, text):
+            self._emit(ev.UserBackchannel(session=self.session, text=text))
+            return
         if text or turn.barged_in or self.recognizer is None:
             self._emit(ev.UserSpeak(session=self.session, text=text, barged_in=True if turn.barged_in else None))
+
+    def _is_backchannel_over_speech(self, turn: CallerTurn, text: str) -> bool:
+        """Adaptive mode: "uh-huh" while the assistant talks is listening, not a turn for the app to answer."""
+        options = self.turn_handling.interruption
+        return (
+            options.mode == "adaptive"
+            and not turn.barged_in
+            and self.current is not None
+            and classify_words(text, options) == "backchannel"
+        )
 
     # Actions ------------------------------------------------------------------------------------
 
@@ -331,9 +556,7 @@ class CallEngine:
                     reply_id=reply_id,
                     text=action.text if isinstance(action, Speak) else None,
                     ssml=action.ssml if isinstance(action, Speak) else None,
-                    user_input_timeout_seconds=action.user_input_timeout_seconds
-                    if isinstance(action, Speak)
-                    else None,
+                    user_input_timeout_seconds=action.user_input_timeout_seconds if isinstance(action, Speak) else None,
                 )
             )
         elif isinstance(action, Hangup | Transfer):
@@ -351,14 +574,21 @@ class CallEngine:
             if action.vad and action.vad.end_of_turn_silence_ms:
                 self.end_of_turn_silence_ms = action.vad.end_of_turn_silence_ms
         elif isinstance(action, ConfigureTurnHandling):
-            self.log.warning("configure_turn_handling is not supported by this engine")
+            try:
+                self.configure_turn_handling(action.turn_handling)
+            except ValueError as exc:
+                self.log.error("configure_turn_handling rejected: %s", exc)
+        elif isinstance(action, CommitUserTurn) and self.turn is not None:
+            self._end_turn()
 
     # Output -------------------------------------------------------------------------------------
 
     def _emit(self, event: ev.Event) -> None:
         self.outbox.append(event)
-        self._record({"event": event.type, **event.model_dump(mode="json", exclude={"type", "session"}, exclude_none=True)})
+        self._record(
+            {"event": event.type, **event.model_dump(mode="json", exclude={"type", "session"}, exclude_none=True)}
+        )
 
-    def _record(self, record: Record) -> None:
+    def _record(self, record: Record, at_ms: int | None = None) -> None:
         if self._on_record is not None:
-            self._on_record({"t_ms": self.now_ms, **record})
+            self._on_record({"t_ms": self.now_ms if at_ms is None else at_ms, **record})

@@ -132,20 +132,44 @@ class ConfigureTranscription(_Action):
 
 
 class ConfigureTurnHandling(_Action):
-    """Extension: change this call's turn-handling options (see flowapp.engine.turns.TurnHandling)."""
+    """Extension: change this call's turn-handling options; see flowapp.engine.turns.TurnHandling for the fields."""
 
     type: Literal["configure_turn_handling"] = "configure_turn_handling"
     turn_handling: dict[str, Any]
 
 
+class CommitUserTurn(_Action):
+    """Extension: end the caller's turn now (turn detection `manual`: the app decides when they are done)."""
+
+    type: Literal["commit_user_turn"] = "commit_user_turn"
+
+
 Action = Annotated[
-    Speak | Audio | MixAudio | Hangup | Transfer | BargeInNow | ConfigureTranscription | ConfigureTurnHandling,
+    Speak
+    | Audio
+    | MixAudio
+    | Hangup
+    | Transfer
+    | BargeInNow
+    | ConfigureTranscription
+    | ConfigureTurnHandling
+    | CommitUserTurn,
     Field(discriminator="type"),
 ]
 
 ACTION_TYPES: dict[str, type[_Action]] = {
     cls.model_fields["type"].default: cls
-    for cls in (Speak, Audio, MixAudio, Hangup, Transfer, BargeInNow, ConfigureTranscription, ConfigureTurnHandling)
+    for cls in (
+        Speak,
+        Audio,
+        MixAudio,
+        Hangup,
+        Transfer,
+        BargeInNow,
+        ConfigureTranscription,
+        ConfigureTurnHandling,
+        CommitUserTurn,
+    )
 }
 
 _action_adapter: TypeAdapter[Action] = TypeAdapter(Action)
@@ -190,6 +214,7 @@ __all__ = [
     "Audio",
     "BargeIn",
     "BargeInNow",
+    "CommitUserTurn",
     "ConfigureTranscription",
     "ConfigureTurnHandling",
     "Hangup",

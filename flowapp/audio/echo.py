@@ -1,0 +1,133 @@
+"""Telling the assistant's own voice, coming back down the line, from the caller's.
+
+Phone lines and speakerphones return an attenuated, delayed copy of what was played. Without a guard that
+echo trips the VAD and the assistant interrupts itself. The guard keeps the recent outbound audio as a
+reference and calls an inbound frame echo when it correlates strongly with the reference at some delay
+and is no louder than that reference. A caller talking over the echo breaks the correlation, so real
+double talk still counts as speech.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from flowapp.audio.frames import FRAME_SAMPLES, SAMPLE_RATE
+from flowapp.audio.vad import SpeechDetector
+
+_FFT_SIZE = 4096
+_TRACK = 16
+"""Samples either side of the learned delay checked per frame (2 ms: the path drifts little)."""
+_ENERGY_MARGIN = 4.0
+"""6 dB: a frame this close to the expected echo energy carries no caller of its own."""
+
+
+class EchoGuardSettings(Protocol):
+    enabled: bool
+    max_delay_ms: int
+    correlation: float
+
+
+class EchoGuard:
+    def __init__(
+        self, max_delay_ms: int = 240, correlation: float = 0.55, loudness_margin_db: float = 3.0, enabled: bool = True
+    ) -> None:
+        self.loudness_margin = 10 ** (loudness_margin_db / 10)
+        self.last_correlation = 0.0
+        self._set(enabled, max_delay_ms, correlation)
+
+    def configure(self, settings: EchoGuardSettings) -> None:
+        self._set(settings.enabled, settings.max_delay_ms, settings.correlation)
+
+    def _set(self, enabled: bool, max_delay_ms: int, correlation: float) -> None:
+        self.enabled = enabled
+        self.correlation = correlation
+        self.max_lag = max_delay_ms * SAMPLE_RATE // 1000
+        self._history = np.zeros(self.max_lag + FRAME_SAMPLES, dtype=np.float64)
+        self._active_frames = 0
+        self._lag: int | None = None
+        """Index into the history windows of the echo path's delay, once learned."""
+        self._gain = 0.0
+        """Energy ratio echo / reference of that path."""
+
+    def play(self, frame: npt.NDArray[np.int16]) -> None:
+        """Record one outbound frame, in step with the inbound frame of the same 20 ms."""
+        self._history = np.roll(self._history, -FRAME_SAMPLES)
+        self._history[-FRAME_SAMPLES:] = frame
+        self._active_frames = self.max_lag // FRAME_SAMPLES + 1 if frame.any() else max(0, self._active_frames - 1)
+
+    def is_echo(self, frame: npt.NDArray[np.int16]) -> bool:
+        if not self.enabled or self._active_frames == 0:
+            return False
+        x = frame.astype(np.float64)
+        x_energy = float(x @ x)
+        if x_energy < 1e-3:
+            return False
+        if self._lag is not None:
+            near = self._near_lag(x, x_energy)
+            if near is not None:
+                return near
+        return self._search(x, x_energy)
+
+    def _near_lag(self, x: npt.NDArray[np.float64], x_energy: float) -> bool | None:
+        """Once the echo path is known, check only around its delay: a few dot products instead of an FFT."""
+        assert self._lag is not None
+        lo = max(0, self._lag - _TRACK)
+        hi = min(self.max_lag, self._lag + _TRACK)
+        windows = np.lib.stride_tricks.sliding_window_view(self._history[lo : hi + FRAME_SAMPLES], FRAME_SAMPLES)
+        energies = np.einsum("ij,ij->i", windows, windows)
+        ncc = np.abs(windows @ x) / np.sqrt(np.maximum(energies, 1e-9) * x_energy)
+        best = int(np.argmax(ncc))
+        self.last_correlation = float(ncc[best])
+        if self.last_correlation >= self.correlation and x_energy <= energies[best] * self.loudness_margin:
+            self._learn(lo + best, x_energy / max(float(energies[best]), 1e-9))
+            return True
+        # Weak correlation (a fricative, a filtered echo path) but no louder than the echo this path returns.
+        expected = float(energies[self._lag - lo]) * self._gain
+        if x_energy <= expected * _ENERGY_MARGIN:
+            return True
+        return None
+
+    def _search(self, x: npt.NDArray[np.float64], x_energy: float) -> bool:
+        h = self._history
+        # Correlation of the frame with every window of the reference, via one FFT product.
+        spectrum = np.fft.rfft(h, _FFT_SIZE) * np.conj(np.fft.rfft(x, _FFT_SIZE))
+        xcorr = np.fft.irfft(spectrum, _FFT_SIZE)[: len(h) - FRAME_SAMPLES + 1]
+        window_energy = np.convolve(h * h, np.ones(FRAME_SAMPLES), mode="valid")
+        ncc = np.abs(xcorr) / np.sqrt(np.maximum(window_energy, 1e-9) * x_energy)
+        best = int(np.argmax(ncc))
+        self.last_correlation = float(ncc[best])
+        if self.last_correlation >= self.correlation and x_energy <= window_energy[best] * self.loudness_margin:
+            self._learn(best, x_energy / max(float(window_energy[best]), 1e-9))
+            return True
+        return False
+
+    def _learn(self, lag: int, gain: float) -> None:
+        self._gain = gain if self._lag is None else 0.8 * self._gain + 0.2 * gain
+        self._lag = lag
+
+
+class EchoGuardedDetector:
+    """A SpeechDetector that answers 0 for frames the guard takes for echo; the inner detector sees every frame."""
+
+    def __init__(self, inner: SpeechDetector, guard: EchoGuard) -> None:
+        self.inner = inner
+        self.guard = guard
+        self.rejected_frames = 0
+
+    def speech_probability(self, frame: npt.NDArray[np.int16]) -> float:
+        p = self.inner.speech_probability(frame)
+        if p >= 0.5 and self.guard.is_echo(frame):
+            self.rejected_frames += 1
+            return 0.0
+        return p
+
+    @property
+    def onset_lookback_ms(self) -> int:
+        """Passes on the inner detector's back-dating (see DelayedConfirmation); 0 for detectors without it."""
+        return int(getattr(self.inner, "onset_lookback_ms", 0))
+
+    def reset(self) -> None:
+        self.inner.reset()

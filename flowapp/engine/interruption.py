@@ -1,0 +1,114 @@
+"""Is the caller really interrupting? The judgement behind pause / confirm / resume, as a pure function.
+
+`vad` mode goes by how long the caller has spoken and how many words the recognizer heard.
+`adaptive` mode adds what the words are and how the sound behaves: "uh-huh" and "yeah" over the assistant's
+speech are backchannels (listening, not taking the turn); "wait", "stop", "no", "hold on" interrupt even when
+short; a short burst with no words (a cough, a click, a door) is noise. All of it runs locally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from flowapp.engine.turns import InterruptionOptions, normalize, words
+
+Verdict = Literal["interrupt", "backchannel", "resume", "wait"]
+
+# Without a recognizer, noise and backchannels are told from speech by length alone; after this much quiet
+# a short burst is taken to be over (adaptive mode resumes this soon; vad mode waits its timeout).
+_ADAPTIVE_QUIET_MS = 300
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What is known about the caller's activity while the assistant speaks."""
+
+    text: str
+    """Words heard since the activity began (partial or final)."""
+    final: bool
+    speaking: bool
+    speech_ms: int
+    """Voice activity so far in this turn."""
+    silent_ms: int
+    """Quiet since the caller's last activity (0 while speaking)."""
+    paused_ms: int
+    """How long playback has been held (0 when it was not paused)."""
+    played_ms: int
+    strategy: str
+
+
+InterruptionHook = Callable[[Candidate], Verdict | None]
+"""A custom decision: return a verdict, or None to let the built-in judgement decide."""
+
+
+def judge(candidate: Candidate, options: InterruptionOptions) -> Verdict:
+    if options.mode == "adaptive":
+        return _adaptive(candidate, options)
+    return _by_duration(candidate, options)
+
+
+def _enough_words(candidate: Candidate, options: InterruptionOptions) -> bool:
+    return len(words(candidate.text)) >= max(1, options.min_words)
+
+
+def _by_duration(candidate: Candidate, options: InterruptionOptions) -> Verdict:
+    if candidate.paused_ms == 0:
+        return "wait"
+    long_enough = candidate.speech_ms >= options.min_duration * 1000
+    if (long_enough and (options.min_words == 0 or _enough_words(candidate, options))) or (
+        candidate.final and _enough_words(candidate, options)
+    ):
+        return "interrupt"
+    timeout = options.false_interruption_timeout
+    if not candidate.speaking and timeout is not None and candidate.silent_ms >= timeout * 1000:
+        return "resume"
+    return "wait"
+
+
+def classify_words(text: str, options: InterruptionOptions) -> Literal["interruption", "backchannel", "other", "none"]:
+    said = normalize(text)
+    if not said:
+        return "none"
+    interruptions = options.phrases("interruption")
+    tokens = words(said)
+    padded = f" {said} "
+    if any(f" {phrase} " in padded for phrase in interruptions):
+        return "interruption"
+    backchannels = options.phrases("backchannel")
+    single = {p for p in backchannels if " " not in p and "-" not in p}
+    multi = sorted((p for p in backchannels if p not in single), key=len, reverse=True)
+    rest = padded
+    for phrase in multi:
+        rest = rest.replace(f" {phrase} ", " ")
+    leftover = [t for t in rest.split() if t not in single]
+    if tokens and not leftover:
+        return "backchannel"
+    return "other"
+
+
+def _adaptive(candidate: Candidate, options: InterruptionOptions) -> Verdict:
+    kind = classify_words(candidate.text, options)
+    if kind == "interruption":
+        return "interrupt"
+    if candidate.paused_ms == 0:
+        # Still playing: only words decide (a backchannel must not trip a `minimum_characters` item).
+        return "backchannel" if kind == "backchannel" else "wait"
+    max_backchannel_ms = options.max_backchannel * 1000
+    if kind == "backchannel":
+        if candidate.speech_ms > max_backchannel_ms:
+            return "interrupt"
+        return "wait" if candidate.speaking else "backchannel"
+    if kind == "other":
+        if _enough_words(candidate, options) and (
+            candidate.final or candidate.speech_ms >= options.min_duration * 1000 or len(words(candidate.text)) >= 2
+        ):
+            return "interrupt"
+        return "wait" if candidate.speaking or candidate.silent_ms < _ADAPTIVE_QUIET_MS else "interrupt"
+    # No words (yet): the sound alone.
+    if candidate.speech_ms >= max(options.min_duration * 1000, max_backchannel_ms):
+        return "interrupt"
+    if not candidate.speaking and candidate.silent_ms >= _ADAPTIVE_QUIET_MS:
+        return "resume"
+    return "wait"
