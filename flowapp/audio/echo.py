@@ -20,6 +20,9 @@ from flowapp.audio.vad import SpeechDetector
 _FFT_SIZE = 4096
 _TRACK = 16
 """Samples either side of the learned delay checked per frame (2 ms: the path drifts little)."""
+_PRE_EMPHASIS = 0.95
+_LOCKED_BONUS = 0.15
+"""How much the correlation threshold drops near a learned delay."""
 _ENERGY_MARGIN = 4.0
 """6 dB: a frame this close to the expected echo energy carries no caller of its own."""
 
@@ -32,7 +35,7 @@ class EchoGuardSettings(Protocol):
 
 class EchoGuard:
     def __init__(
-        self, max_delay_ms: int = 240, correlation: float = 0.55, loudness_margin_db: float = 3.0, enabled: bool = True
+        self, max_delay_ms: int = 240, correlation: float = 0.6, loudness_margin_db: float = 3.0, enabled: bool = True
     ) -> None:
         self.loudness_margin = 10 ** (loudness_margin_db / 10)
         self.last_correlation = 0.0
@@ -51,17 +54,20 @@ class EchoGuard:
         """Index into the history windows of the echo path's delay, once learned."""
         self._gain = 0.0
         """Energy ratio echo / reference of that path."""
+        self._candidate: int | None = None
+        self._out_last = 0.0
+        self._in_last = 0.0
 
     def play(self, frame: npt.NDArray[np.int16]) -> None:
         """Record one outbound frame, in step with the inbound frame of the same 20 ms."""
         self._history = np.roll(self._history, -FRAME_SAMPLES)
-        self._history[-FRAME_SAMPLES:] = frame
+        self._history[-FRAME_SAMPLES:] = self._emphasis(frame, "_out_last")
         self._active_frames = self.max_lag // FRAME_SAMPLES + 1 if frame.any() else max(0, self._active_frames - 1)
 
     def is_echo(self, frame: npt.NDArray[np.int16]) -> bool:
         if not self.enabled or self._active_frames == 0:
             return False
-        x = frame.astype(np.float64)
+        x = self._emphasis(frame, "_in_last")
         x_energy = float(x @ x)
         if x_energy < 1e-3:
             return False
@@ -81,7 +87,8 @@ class EchoGuard:
         ncc = np.abs(windows @ x) / np.sqrt(np.maximum(energies, 1e-9) * x_energy)
         best = int(np.argmax(ncc))
         self.last_correlation = float(ncc[best])
-        if self.last_correlation >= self.correlation and x_energy <= energies[best] * self.loudness_margin:
+        matched = self.last_correlation >= self.correlation - _LOCKED_BONUS
+        if matched and x_energy <= energies[best] * self.loudness_margin:
             self._learn(lo + best, x_energy / max(float(energies[best]), 1e-9))
             return True
         # Weak correlation (a fricative, a filtered echo path) but no louder than the echo this path returns.
@@ -99,14 +106,30 @@ class EchoGuard:
         ncc = np.abs(xcorr) / np.sqrt(np.maximum(window_energy, 1e-9) * x_energy)
         best = int(np.argmax(ncc))
         self.last_correlation = float(ncc[best])
-        if self.last_correlation >= self.correlation and x_energy <= window_energy[best] * self.loudness_margin:
-            self._learn(best, x_energy / max(float(window_energy[best]), 1e-9))
-            return True
-        return False
+        if self.last_correlation < self.correlation or x_energy > window_energy[best] * self.loudness_margin:
+            self._candidate = None
+            return False
+        gain = x_energy / max(float(window_energy[best]), 1e-9)
+        # One strong match may be chance (voiced speech resembles voiced speech at some delay among hundreds):
+        # it costs the caller one frame at most. Only the same delay twice in a row is taken for the echo path.
+        if self._candidate is not None and abs(self._candidate - best) <= _TRACK // 2:
+            self._learn(best, gain)
+        self._candidate = best
+        return True
 
     def _learn(self, lag: int, gain: float) -> None:
         self._gain = gain if self._lag is None else 0.8 * self._gain + 0.2 * gain
         self._lag = lag
+
+    def _emphasis(self, frame: npt.NDArray[np.int16], state: str) -> npt.NDArray[np.float64]:
+        """Pre-emphasis: without it the low-frequency bulk of any voiced speech correlates with any other."""
+        x = frame.astype(np.float64)
+        previous = float(getattr(self, state))
+        setattr(self, state, float(x[-1]))
+        out = np.empty_like(x)
+        out[0] = x[0] - _PRE_EMPHASIS * previous
+        out[1:] = x[1:] - _PRE_EMPHASIS * x[:-1]
+        return out
 
 
 class EchoGuardedDetector:

@@ -108,7 +108,7 @@ class UserTurnLimit(_Options):
 class EchoGuardOptions(_Options):
     enabled: bool = True
     max_delay_ms: Annotated[int, Field(ge=20, le=500)] = 240
-    correlation: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.55
+    correlation: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.6
     """Normalised correlation with the delayed outbound audio above which a frame is taken for echo."""
 
 
