@@ -8,6 +8,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from flowapp.engine.interruption import InterruptionHook
+from flowapp.engine.turns import TurnHandling
 from flowapp.logs import call_logger
 from flowapp.protocol.actions import Action, Audio, BargeIn, Speak
 from flowapp.protocol.events import Event, SessionInfo
@@ -45,13 +47,18 @@ class FlowApp:
         fallback: HandlerResult = None,
         handler_timeout: float = 1.0,
         session_store: SessionStore | None = None,
-        turn_handling: dict[str, Any] | None = None,
+        turn_handling: TurnHandling | dict[str, Any] | None = None,
     ) -> None:
+        """`turn_handling`: app-wide interruption, endpointing and turn-limit options (see flowapp.engine.turns);
+        a call can change its own with a `configure_turn_handling` action."""
         self.default_barge_in = default_barge_in or BargeIn.min_characters(3)
         self.fallback = fallback
         self.handler_timeout = handler_timeout
         self.store: SessionStore = session_store or InMemorySessionStore()
-        self.turn_handling: dict[str, Any] = dict(turn_handling or {})
+        self.turn_handling = (
+            turn_handling if isinstance(turn_handling, TurnHandling) else TurnHandling.model_validate(turn_handling or {})
+        )
+        self.interruption_hook: InterruptionHook | None = None
         self.calls = SessionRegistry()
         self._handlers: dict[str, Handler] = {}
         self._late_tasks: set[asyncio.Future[Any]] = set()
@@ -100,6 +107,14 @@ class FlowApp:
 
     def on_user_turn_limit(self, fn: H) -> H:
         return self.on("user_turn_limit")(fn)
+
+    def judge_interruptions(self, fn: InterruptionHook) -> InterruptionHook:
+        """Register a custom judge for paused interruptions: return a verdict, or None for the built-in one.
+
+        It runs inside the audio loop, once per 20 ms frame while playback is paused: keep it fast and pure.
+        """
+        self.interruption_hook = fn
+        return fn
 
     def handles(self, event_type: str) -> bool:
         return event_type in self._handlers

@@ -50,8 +50,6 @@ Record = dict[str, Any]
 
 @dataclass
 class EngineConfig:
-    end_of_turn_silence_ms: int = 500
-    """Caller silence that ends their turn (protocol range 150..2000; a speak's `vad` setting replaces it)."""
     vad: VadConfig = field(default_factory=lambda: VadConfig(onset_ms=40, hangover_ms=120))
     detector: str = "webrtc"
     default_barge_in: BargeIn = field(default_factory=lambda: BargeIn.min_characters(3))
@@ -113,7 +111,8 @@ class CallEngine:
         base_detector = detector or make_detector(self.config.detector)
         self.detector = EchoGuardedDetector(base_detector, self.echo_guard)
         self.vad = VadTracker(self.detector, self.config.vad)
-        self.end_of_turn_silence_ms = self.config.end_of_turn_silence_ms
+        self.end_of_turn_silence_ms = int(self.turn_handling.endpointing.min_delay * 1000)
+        """Caller silence that ends their turn: `endpointing.min_delay`, until a speak's `vad` setting replaces it."""
         self._learned_pause_ms: float | None = None
         self.now_ms = 0
         self.outbox: list[ev.Event] = []
@@ -133,6 +132,7 @@ class CallEngine:
         self._reply_counter = 0
         self._item_baseline_chars = 0
         self._segment_start_ms: int | None = None
+        self._last_speech_end_ms: int | None = None
         self.log = call_logger(logger, session.id)
 
     # Driver interface ---------------------------------------------------------------------------
@@ -285,13 +285,15 @@ class CallEngine:
     def _on_vad(self, vad_event: VadEvent) -> None:
         if vad_event.kind == "start":
             self._segment_start_ms = vad_event.t_ms
+            if self._last_speech_end_ms is not None:
+                self._learn_pause(vad_event.t_ms - self._last_speech_end_ms)
             turn = self.turn
             if turn is not None:
-                self._learn_pause(vad_event.t_ms - turn.last_activity_ms)
                 if turn.discardable and (self.current is None or self._interruptible(self.current)):
                     turn.discardable = False
             self._begin_turn(vad_event.t_ms)
         else:
+            self._last_speech_end_ms = vad_event.t_ms
             if self.turn is not None:
                 self.turn.last_activity_ms = max(self.turn.last_activity_ms, vad_event.t_ms)
                 if self._segment_start_ms is not None:
@@ -485,8 +487,12 @@ class CallEngine:
         return self.end_of_turn_silence_ms
 
     def _learn_pause(self, pause_ms: int) -> None:
-        """Dynamic endpointing: a moving average of this caller's pauses inside their turns."""
-        if pause_ms <= 0:
+        """Dynamic endpointing: a moving average of this caller's pauses between bursts of speech.
+
+        A pause that ended a turn counts too when the caller went on speaking soon after: that is exactly
+        the pause the fixed delay got wrong.
+        """
+        if pause_ms <= 0 or pause_ms > self.turn_handling.endpointing.max_delay * 1000:
             return
         alpha = self.turn_handling.endpointing.alpha
         previous = self._learned_pause_ms

@@ -193,7 +193,7 @@ class Playout:
     def unheard_ms(self) -> int:
         if self._heard_at is None:
             return 0
-        elapsed_frames = int((self.clock() - self._heard_at) / TICK_SECONDS)
+        elapsed_frames = round((self.clock() - self._heard_at) * 1000) // FRAME_MS
         heard = min(self.sent, self.heard + elapsed_frames)
         return (self.sent - heard) * FRAME_MS
 

@@ -17,6 +17,7 @@ from flowapp.audio.wav import encode_wav, read_wav
 from flowapp.engine.call import CallEngine, EngineConfig, Record
 from flowapp.engine.pump import EventPump
 from flowapp.engine.render import Renderer
+from flowapp.engine.turns import TurnHandling
 from flowapp.protocol.actions import Action, Audio, Speak
 from flowapp.protocol.events import Event, SessionInfo
 from flowapp.responder import Responder
@@ -91,7 +92,13 @@ class SimulatedCall:
         self.timeline: list[Record] = []
         self.renderer = renderer or Renderer()
         config = config or EngineConfig(start_unix_ms=SIMULATED_EPOCH_MS)
-        self.engine = CallEngine(session, config, recognizer=recognizer, on_record=self.timeline.append)
+        self.engine = CallEngine(
+            session,
+            config,
+            recognizer=recognizer,
+            on_record=self.timeline.append,
+            interruption_hook=getattr(responder, "interruption_hook", None),
+        )
         self.pump = EventPump(self.engine, responder, self.renderer)
         self.played: list[np.ndarray] = []
         self._schedule: list[tuple[int, int, Callable[[CallEngine], object]]] = []
@@ -145,8 +152,15 @@ async def run_scenario(
 ) -> list[Record]:
     """The call's timeline: every event delivered to the app, plus barge-ins, hangups and transfers."""
     config = EngineConfig(start_unix_ms=SIMULATED_EPOCH_MS)
+    app_options = getattr(responder, "turn_handling", None)
+    if scenario.turn_handling is not None:
+        config.turn_handling = scenario.turn_handling
+    elif isinstance(app_options, TurnHandling):
+        config.turn_handling = app_options
     if scenario.end_of_turn_silence_ms is not None:
-        config.end_of_turn_silence_ms = scenario.end_of_turn_silence_ms
+        config.turn_handling = config.turn_handling.updated(
+            {"endpointing": {"min_delay": scenario.end_of_turn_silence_ms / 1000}}
+        )
     call = SimulatedCall(
         responder or PlayOnce(assistant_action(scenario, base)),
         config=config,

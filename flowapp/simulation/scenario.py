@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from flowapp.engine.turns import TurnHandling
 from flowapp.protocol.actions import BargeIn, TtsConfig
 
 
@@ -59,7 +60,7 @@ class Scenario(_Spec):
     dtmf: list[DtmfSpec] = Field(default_factory=list)
     duration_ms: Annotated[int, Field(gt=0, le=3_600_000)] = 10_000
     end_of_turn_silence_ms: Annotated[int, Field(ge=150, le=2000)] | None = None
-    turn_handling: dict[str, Any] | None = None
+    turn_handling: TurnHandling | None = None
 
     @model_validator(mode="after")
     def _something_to_run(self) -> Scenario:
