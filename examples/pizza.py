@@ -30,8 +30,10 @@ async def take_order(event: UserSpeak, session: Session):
     if "that's all" in words or "nothing" in words or "done" in words:
         toppings = " and ".join(order["toppings"]) or "no extra toppings"
         return [
-            Speak(text=f"One {order['size']} pizza with {toppings}. It will be there in thirty minutes. Goodbye!",
-                  barge_in=BargeIn.none()),
+            Speak(
+                text=f"One {order['size']} pizza with {toppings}. It will be there in thirty minutes. Goodbye!",
+                barge_in=BargeIn.none(),
+            ),
             Hangup(),
         ]
     added = [t for t in TOPPINGS if t in words and t not in order["toppings"]]

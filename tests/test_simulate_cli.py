@@ -1,0 +1,69 @@
+"""`flowapp simulate` as a user runs it: a subprocess, a scenario from examples/, JSON lines out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ROOT / "examples" / "scenarios"
+
+
+def simulate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flowapp", "simulate", *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SCENARIOS.glob("*.json")))
+def test_every_example_scenario_prints_an_ordered_timeline(name: str) -> None:
+    result = simulate(str(SCENARIOS / name))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert records[0] == {"t_ms": 0, "event": "session_start"}
+    assert records[-1]["event"] == "session_end"
+    assert [r["t_ms"] for r in records] == sorted(r["t_ms"] for r in records)
+    assert all("event" in r for r in records)
+
+
+def test_immediate_scenario_barges_in_at_the_callers_onset() -> None:
+    records = [json.loads(line) for line in simulate(str(SCENARIOS / "immediate.json")).stdout.splitlines()]
+    barge = next(r for r in records if r["event"] == "barge_in")
+    assert barge["strategy"] == "immediate" and barge["trigger"] == "vad"
+    assert 2000 <= barge["t_ms"] <= 2100
+    assert next(r for r in records if r["event"] == "user_speak")["barged_in"] is True
+
+
+def test_the_same_scenario_gives_the_same_output() -> None:
+    first = simulate(str(SCENARIOS / "protected.json")).stdout
+    assert first == simulate(str(SCENARIOS / "protected.json")).stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "invalid JSON"),
+        ('{"assistant": {"text": "x", "barge_in": {"strategy": "sometimes"}}}', "assistant.barge_in.strategy"),
+        ('{"assistant": {"text": "x"}, "duration_ms": -5}', "duration_ms"),
+        ('{"duration_ms": 1000}', "needs 'app'"),
+        ('{"assistant": {"audio": "missing.wav"}}', "audio file not found: missing.wav"),
+        ('{"app": "nowhere:app"}', "cannot import module 'nowhere'"),
+        ('{"assistant": {"text": "x"}, "turn_handling": {"interruption": {"mode": "psychic"}}}', "turn_handling"),
+    ],
+)
+def test_an_invalid_scenario_exits_2_naming_the_problem(tmp_path: Path, content: str, message: str) -> None:
+    scenario = tmp_path / "scenario.json"
+    scenario.write_text(content)
+    result = simulate(str(scenario))
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_wav_output_holds_both_sides(tmp_path: Path) -> None:
+    out = tmp_path / "call.wav"
+    assert simulate(str(SCENARIOS / "manual.json"), "--wav", str(out)).returncode == 0
+    assert out.read_bytes()[:4] == b"RIFF" and out.stat().st_size > 6000 * 16
