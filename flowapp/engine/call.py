@@ -274,13 +274,9 @@ class CallEngine:
     def _hear(self, frame: np.ndarray) -> None:
         for vad_event in self.vad.process(frame, self.now_ms):
             self._on_vad(vad_event)
-        if self.recognizer is not None and (self.turn is not None or self.vad.speaking or self._scripted):
+        if self.recognizer is not None:
             for transcript in self.recognizer.feed(frame, self.now_ms + FRAME_MS):
                 self._on_transcript(transcript)
-
-    @property
-    def _scripted(self) -> bool:
-        return hasattr(self.recognizer, "push")
 
     def _on_vad(self, vad_event: VadEvent) -> None:
         if vad_event.kind == "start":
@@ -288,9 +284,8 @@ class CallEngine:
             if self._last_speech_end_ms is not None:
                 self._learn_pause(vad_event.t_ms - self._last_speech_end_ms)
             turn = self.turn
-            if turn is not None:
-                if turn.discardable and (self.current is None or self._interruptible(self.current)):
-                    turn.discardable = False
+            if turn is not None and turn.discardable and (self.current is None or self._interruptible(self.current)):
+                turn.discardable = False
             self._begin_turn(vad_event.t_ms)
         else:
             self._last_speech_end_ms = vad_event.t_ms
