@@ -55,9 +55,9 @@ class FlowApp:
         self.fallback = fallback
         self.handler_timeout = handler_timeout
         self.store: SessionStore = session_store or InMemorySessionStore()
-        self.turn_handling = (
-            turn_handling if isinstance(turn_handling, TurnHandling) else TurnHandling.model_validate(turn_handling or {})
-        )
+        if not isinstance(turn_handling, TurnHandling):
+            turn_handling = TurnHandling.model_validate(turn_handling or {})
+        self.turn_handling = turn_handling
         self.interruption_hook: InterruptionHook | None = None
         self.calls = SessionRegistry()
         self._handlers: dict[str, Handler] = {}
