@@ -381,6 +381,8 @@ class CallEngine:
                 trigger = "transcript"
             elif verdict == "backchannel" and trigger == "transcript":
                 trigger = None
+            elif verdict == "resume":
+                trigger = None  # noise the judge has already ridden out, or fillers (see interruption.py)
         if trigger is None:
             return
         if options.pauses_first and trigger == "vad":
@@ -399,6 +401,7 @@ class CallEngine:
             paused_ms=self.now_ms - since_ms,
             played_ms=item.played_ms,
             strategy=item.barge_in.strategy,
+            transcribing=self.recognizer is not None,
         )
 
     def _pause(self, item: PlaybackItem, trigger: Trigger) -> None:

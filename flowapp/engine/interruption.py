@@ -3,7 +3,9 @@
 `vad` mode goes by how long the caller has spoken and how many words the recognizer heard.
 `adaptive` mode adds what the words are and how the sound behaves: "uh-huh" and "yeah" over the assistant's
 speech are backchannels (listening, not taking the turn); "wait", "stop", "no", "hold on" interrupt even when
-short; a short burst with no words (a cough, a click, a door) is noise. All of it runs locally.
+short; a short burst with no words (a cough, a click, a door) is noise. With a recognizer attached, a long sound
+it finds no words in (music, a fan switched on) is noise too: the assistant pauses once and plays on over it.
+All of it runs locally; benchmarks/turn_taking.py measures it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ Verdict = Literal["interrupt", "backchannel", "resume", "wait"]
 # Without a recognizer, noise and backchannels are told from speech by length alone; after this much quiet
 # a short burst is taken to be over (adaptive mode resumes this soon; vad mode waits its timeout).
 _ADAPTIVE_QUIET_MS = 300
+# Hesitations and the function words recognizers hallucinate on coughs and music: alone they carry no request,
+# so they count as no words at all (a real interruption brings more words, or a phrase from the list).
+_FILLERS = frozenset({"uh", "um", "uhm", "er", "erm", "ah", "eh", "oh", "the", "and", "of", "to"})
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,9 @@ class Candidate:
     """How long playback has been held (0 when it was not paused)."""
     played_ms: int
     strategy: str
+    transcribing: bool = False
+    """A recognizer hears the caller: speech this long would have brought words by now, sound without any is not
+    speech (music, a fan, a noisy line) and is ridden out instead of stopping the assistant for good."""
 
 
 InterruptionHook = Callable[[Candidate], Verdict | None]
@@ -92,9 +100,20 @@ def _adaptive(candidate: Candidate, options: InterruptionOptions) -> Verdict:
     kind = classify_words(candidate.text, options)
     if kind == "interruption":
         return "interrupt"
+    if kind == "other" and all(word in _FILLERS for word in words(candidate.text)):
+        kind = "none"
+    wordless_limit_ms = max(options.min_duration, options.max_backchannel) * 1000
     if candidate.paused_ms == 0:
-        # Still playing: only words decide (a backchannel must not trip a `minimum_characters` item).
-        return "backchannel" if kind == "backchannel" else "wait"
+        # Still playing: only words decide (a backchannel must not trip a `minimum_characters` item). Fillers heard
+        # after the sound is over, or a long sound the recognizer found no words in (already paused for once),
+        # do not stop playback.
+        if kind == "backchannel":
+            return "backchannel"
+        if kind == "none" and (
+            not candidate.speaking or (candidate.transcribing and candidate.speech_ms >= wordless_limit_ms)
+        ):
+            return "resume"
+        return "wait"
     max_backchannel_ms = options.max_backchannel * 1000
     if kind == "backchannel":
         if candidate.speech_ms > max_backchannel_ms:
@@ -107,8 +126,8 @@ def _adaptive(candidate: Candidate, options: InterruptionOptions) -> Verdict:
             return "interrupt"
         return "wait" if candidate.speaking or candidate.silent_ms < _ADAPTIVE_QUIET_MS else "interrupt"
     # No words (yet): the sound alone.
-    if candidate.speech_ms >= max(options.min_duration * 1000, max_backchannel_ms):
-        return "interrupt"
+    if candidate.speech_ms >= wordless_limit_ms:
+        return "resume" if candidate.transcribing else "interrupt"
     if not candidate.speaking and candidate.silent_ms >= _ADAPTIVE_QUIET_MS:
         return "resume"
     return "wait"
