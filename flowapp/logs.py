@@ -8,7 +8,9 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
-_STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+# uvicorn adds `color_message`, a copy of the message with terminal colours.
+_NOT_FIELDS = {"message", "asctime", "color_message"}
+_STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | _NOT_FIELDS
 
 
 class CallLogger(logging.LoggerAdapter[logging.Logger]):
