@@ -7,6 +7,7 @@ from flowapp.audio.mixer import LoopingSource, add_noise_at_snr, line_noise, mix
 from flowapp.audio.resample import StreamResampler, resample
 from flowapp.audio.tts import CachedTts, EspeakTts, TextToSpeech, TtsError, TtsRegistry, TtsSelection
 from flowapp.audio.vad import (
+    CascadeDetector,
     SileroDetector,
     SpeechDetector,
     VadConfig,
@@ -24,6 +25,7 @@ __all__ = [
     "SAMPLE_RATE",
     "AudioFormatError",
     "CachedTts",
+    "CascadeDetector",
     "EspeakTts",
     "LoopingSource",
     "SileroDetector",

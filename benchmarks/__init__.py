@@ -1,0 +1,1 @@
+"""Command-line benchmarks: run with ``python -m benchmarks.<name>``."""
