@@ -23,6 +23,10 @@ _TRACK = 16
 _PRE_EMPHASIS = 0.95
 _LOCKED_BONUS = 0.15
 """How much the correlation threshold drops near a learned delay."""
+_QUIET_ENERGY = FRAME_SAMPLES * (32768 * 10 ** (-70 / 20)) ** 2
+"""A frame quieter than -70 dBFS after pre-emphasis (about -60 dBFS before) is line noise at most."""
+_RESEARCH_EVERY = 10
+"""With a known echo path, a frame that does not match it is the caller's; look for a moved path now and then."""
 _ENERGY_MARGIN = 4.0
 """6 dB: a frame this close to the expected echo energy carries no caller of its own."""
 
@@ -55,13 +59,15 @@ class EchoGuard:
         self._gain = 0.0
         """Energy ratio echo / reference of that path."""
         self._candidate: int | None = None
+        self._since_search = 0
         self._out_last = 0.0
         self._in_last = 0.0
 
     def play(self, frame: npt.NDArray[np.int16]) -> None:
         """Record one outbound frame, in step with the inbound frame of the same 20 ms."""
-        self._history = np.roll(self._history, -FRAME_SAMPLES)
-        self._history[-FRAME_SAMPLES:] = self._emphasis(frame, "_out_last")
+        history = self._history
+        history[:-FRAME_SAMPLES] = history[FRAME_SAMPLES:]
+        history[-FRAME_SAMPLES:] = self._emphasis(frame, "_out_last")
         self._active_frames = self.max_lag // FRAME_SAMPLES + 1 if frame.any() else max(0, self._active_frames - 1)
 
     def is_echo(self, frame: npt.NDArray[np.int16]) -> bool:
@@ -69,12 +75,16 @@ class EchoGuard:
             return False
         x = self._emphasis(frame, "_in_last")
         x_energy = float(x @ x)
-        if x_energy < 1e-3:
-            return False
+        if x_energy < _QUIET_ENERGY:
+            return False  # below anything a detector would call speech: not worth a look
         if self._lag is not None:
             near = self._near_lag(x, x_energy)
             if near is not None:
                 return near
+            self._since_search += 1
+            if self._since_search < _RESEARCH_EVERY:
+                return False
+        self._since_search = 0
         return self._search(x, x_energy)
 
     def _near_lag(self, x: npt.NDArray[np.float64], x_energy: float) -> bool | None:
@@ -82,9 +92,10 @@ class EchoGuard:
         assert self._lag is not None
         lo = max(0, self._lag - _TRACK)
         hi = min(self.max_lag, self._lag + _TRACK)
-        windows = np.lib.stride_tricks.sliding_window_view(self._history[lo : hi + FRAME_SAMPLES], FRAME_SAMPLES)
-        energies = np.einsum("ij,ij->i", windows, windows)
-        ncc = np.abs(windows @ x) / np.sqrt(np.maximum(energies, 1e-9) * x_energy)
+        segment = self._history[lo : hi + FRAME_SAMPLES]
+        power = np.concatenate(([0.0], np.cumsum(segment * segment)))
+        energies = power[FRAME_SAMPLES:] - power[:-FRAME_SAMPLES]
+        ncc = np.abs(np.correlate(segment, x, mode="valid")) / np.sqrt(np.maximum(energies, 1e-9) * x_energy)
         best = int(np.argmax(ncc))
         self.last_correlation = float(ncc[best])
         matched = self.last_correlation >= self.correlation - _LOCKED_BONUS
@@ -99,10 +110,14 @@ class EchoGuard:
 
     def _search(self, x: npt.NDArray[np.float64], x_energy: float) -> bool:
         h = self._history
+        power = np.concatenate(([0.0], np.cumsum(h * h)))
+        window_energy = power[FRAME_SAMPLES:] - power[:-FRAME_SAMPLES]
+        if x_energy > float(window_energy.max()) * self.loudness_margin:
+            self._candidate = None
+            return False  # louder than anything played lately: not (only) echo, and no FFT needed
         # Correlation of the frame with every window of the reference, via one FFT product.
         spectrum = np.fft.rfft(h, _FFT_SIZE) * np.conj(np.fft.rfft(x, _FFT_SIZE))
         xcorr = np.fft.irfft(spectrum, _FFT_SIZE)[: len(h) - FRAME_SAMPLES + 1]
-        window_energy = np.convolve(h * h, np.ones(FRAME_SAMPLES), mode="valid")
         ncc = np.abs(xcorr) / np.sqrt(np.maximum(window_energy, 1e-9) * x_energy)
         best = int(np.argmax(ncc))
         self.last_correlation = float(ncc[best])
@@ -133,7 +148,12 @@ class EchoGuard:
 
 
 class EchoGuardedDetector:
-    """A SpeechDetector that answers 0 for frames the guard takes for echo; the inner detector sees every frame."""
+    """A SpeechDetector that answers 0 for frames the guard takes for echo.
+
+    The guard looks at every frame while the assistant plays, so it learns the echo path from the first
+    echo frames on, before any detector has an opinion; echo frames never reach the inner detector, so a
+    cascade does not wake its expensive stage for the assistant's own voice.
+    """
 
     def __init__(self, inner: SpeechDetector, guard: EchoGuard) -> None:
         self.inner = inner
@@ -141,11 +161,10 @@ class EchoGuardedDetector:
         self.rejected_frames = 0
 
     def speech_probability(self, frame: npt.NDArray[np.int16]) -> float:
-        p = self.inner.speech_probability(frame)
-        if p >= 0.5 and self.guard.is_echo(frame):
+        if self.guard.is_echo(frame):
             self.rejected_frames += 1
             return 0.0
-        return p
+        return self.inner.speech_probability(frame)
 
     @property
     def onset_lookback_ms(self) -> int:

