@@ -46,15 +46,23 @@ def register(command: Command) -> Command:
 
 SERVE_DESCRIPTION = """\
 Serve a FlowApp over HTTP: the webhook (POST /webhook), the event WebSocket (/ws),
-the control API (/v1), /openapi.json and /healthz.
+carrier media streams (/media: Twilio-style, live phone calls), the control API (/v1),
+/openapi.json and /healthz.
+
+With --app-url the engine drives a remote webhook app instead (any language, sipgate-style):
+each event of a media call is POSTed to the URL and the actions in the reply are run.
 
 example:
   flowapp serve myapp:app --port 8000 --api-token s3cret
+  flowapp serve --app-url https://bot.example.com/webhook
 
 environment (a flag wins over its variable; prefer variables for secrets, flags show up in `ps`):
   FLOWAPP_APP, FLOWAPP_HOST, FLOWAPP_PORT, FLOWAPP_API_TOKEN, FLOWAPP_WEBHOOK_SECRET,
   FLOWAPP_CONTROL_TOKEN, FLOWAPP_INSECURE_CONTROL=1, FLOWAPP_MAX_BODY_BYTES,
-  FLOWAPP_MAX_WS_MESSAGE_BYTES, FLOWAPP_LOG_LEVEL, FLOWAPP_LOG_FORMAT
+  FLOWAPP_MAX_WS_MESSAGE_BYTES, FLOWAPP_LOG_LEVEL, FLOWAPP_LOG_FORMAT,
+  FLOWAPP_APP_URL, FLOWAPP_APP_API_TOKEN (X-API-TOKEN sent to the remote app),
+  FLOWAPP_APP_WEBHOOK_SECRET (sign events to the remote app), FLOWAPP_APP_TIMEOUT (seconds, default 1),
+  FLOWAPP_RECOGNIZER, FLOWAPP_VAD_DETECTOR, FLOWAPP_MAX_MEDIA_MESSAGE_BYTES, FLOWAPP_MEDIA_JITTER_FRAMES
 """
 
 
@@ -64,6 +72,14 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         default=os.environ.get("FLOWAPP_APP", DEFAULT_APP),
         help=f"the app to serve as module:attr (default: {DEFAULT_APP}, or FLOWAPP_APP)",
+    )
+    parser.add_argument(
+        "--app-url",
+        help="drive the remote webhook app at this URL instead of an in-process app (or FLOWAPP_APP_URL)",
+    )
+    parser.add_argument("--recognizer", choices=["pocketsphinx"], help="speech recognizer for media calls")
+    parser.add_argument(
+        "--vad", dest="vad_detector", choices=["webrtc", "silero", "cascade"], help="speech detector for media calls"
     )
     parser.add_argument("--host", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     parser.add_argument("--port", type=int, help="TCP port (default 8000)")
@@ -92,7 +108,8 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _settings_from(args: argparse.Namespace) -> ServerSettings:
     settings = ServerSettings.from_env()
-    for name in ("host", "port", "api_token", "webhook_secret", "control_token", "insecure_control"):
+    names = ("host", "port", "api_token", "webhook_secret", "control_token", "insecure_control")
+    for name in (*names, "app_url", "recognizer", "vad_detector"):
         value = getattr(args, name)
         if value is not None:
             setattr(settings, name, value)
@@ -106,7 +123,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         settings = _settings_from(args)
-        app = load_app(args.app)
+        app = FlowApp() if settings.app_url else load_app(args.app)
     except (SettingsError, AppLoadError) as exc:
         print(f"flowapp serve: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

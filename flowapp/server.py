@@ -13,8 +13,9 @@ from starlette.routing import BaseRoute
 
 from flowapp.app import FlowApp
 from flowapp.settings import ServerSettings
-from flowapp.transports import control, events_ws, health, openapi, webhook
+from flowapp.transports import control, events_ws, health, media, openapi, webhook
 from flowapp.transports.control import DISABLED_DETAIL
+from flowapp.transports.remote import responder_for
 
 logger = logging.getLogger("flowapp.server")
 
@@ -22,16 +23,17 @@ logger = logging.getLogger("flowapp.server")
 def create_server(
     app: FlowApp, settings: ServerSettings | None = None, *, extra_routes: Sequence[BaseRoute] = ()
 ) -> Starlette:
-    """Serve `app` over the webhook, the event WebSocket and the control API.
+    """Serve `app` over the webhook, the event WebSocket, carrier media streams (`/media`) and the control API.
 
     `settings` defaults to `ServerSettings.from_env()`, so secrets set in the environment always apply.
-    `extra_routes` come first, so a transport added later (the `/media` stream) needs no change here.
+    `extra_routes` come first, so a deployment can add or override routes without changing this function.
     """
     settings = settings if settings is not None else ServerSettings.from_env()
     routes: list[BaseRoute] = [
         *extra_routes,
         *webhook.routes,
         *events_ws.routes,
+        *media.routes,
         *control.routes,
         *openapi.routes,
         *health.routes,
@@ -39,6 +41,7 @@ def create_server(
     server = Starlette(routes=routes, lifespan=_lifespan)
     server.state.flowapp = app
     server.state.settings = settings
+    server.state.responder = responder_for(app, settings)
     return server
 
 
@@ -58,7 +61,12 @@ async def _lifespan(server: Starlette) -> AsyncIterator[None]:
         logger.warning("control API enabled at /v1 WITHOUT auth (--insecure-control)")
     else:
         logger.info("%s", DISABLED_DETAIL)
+    if settings.app_url:
+        logger.info("media calls are answered by the remote app at %s", settings.app_url)
     yield
+    close = getattr(server.state.responder, "aclose", None)
+    if close is not None:
+        await close()
 
 
 def uvicorn_config(server: Starlette, settings: ServerSettings, **options: Any) -> uvicorn.Config:

@@ -30,6 +30,22 @@ class ServerSettings:
     """Serve the control API without a token (trusted networks only)."""
     max_body_bytes: int = 1 * MIB
     max_ws_message_bytes: int = 256 * KIB
+    max_media_message_bytes: int = 64 * KIB
+    """Largest carrier media-stream message; a 20 ms media frame is about 400 bytes."""
+    media_jitter_frames: int = 5
+    """Inbound 20 ms frames a media call buffers; beyond that the oldest are dropped (a stream ahead of time)."""
+    recognizer: str | None = None
+    """Speech recognizer for media calls (`pocketsphinx`); none by default."""
+    vad_detector: str | None = None
+    """Speech detector for media calls (`webrtc`, `silero`, `cascade`); the engine's default when unset."""
+    app_url: str | None = None
+    """A remote app's webhook URL: media calls are answered by it instead of the in-process app."""
+    app_api_token: str | None = None
+    """`X-API-TOKEN` sent to the remote app."""
+    app_webhook_secret: str | None = None
+    """Key for the `x-sipgate-signature` flowapp puts on each event it posts to the remote app."""
+    app_timeout_seconds: float = 1.0
+    """Deadline for one remote-app answer; past it the call goes on with the fallback."""
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -58,6 +74,18 @@ class ServerSettings:
                 raise SettingsError(f"{name} must be positive, got {value}")
             return value
 
+        def seconds(name: str, default: float) -> float:
+            raw = text(name)
+            if raw is None:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+            if not value > 0:
+                raise SettingsError(f"{name} must be positive, got {value}")
+            return value
+
         return cls(
             api_token=text("FLOWAPP_API_TOKEN"),
             webhook_secret=text("FLOWAPP_WEBHOOK_SECRET"),
@@ -65,6 +93,14 @@ class ServerSettings:
             insecure_control=(text("FLOWAPP_INSECURE_CONTROL") or "").lower() in _TRUE,
             max_body_bytes=number("FLOWAPP_MAX_BODY_BYTES", defaults.max_body_bytes),
             max_ws_message_bytes=number("FLOWAPP_MAX_WS_MESSAGE_BYTES", defaults.max_ws_message_bytes),
+            max_media_message_bytes=number("FLOWAPP_MAX_MEDIA_MESSAGE_BYTES", defaults.max_media_message_bytes),
+            media_jitter_frames=number("FLOWAPP_MEDIA_JITTER_FRAMES", defaults.media_jitter_frames),
+            recognizer=text("FLOWAPP_RECOGNIZER"),
+            vad_detector=text("FLOWAPP_VAD_DETECTOR"),
+            app_url=text("FLOWAPP_APP_URL"),
+            app_api_token=text("FLOWAPP_APP_API_TOKEN"),
+            app_webhook_secret=text("FLOWAPP_APP_WEBHOOK_SECRET"),
+            app_timeout_seconds=seconds("FLOWAPP_APP_TIMEOUT", defaults.app_timeout_seconds),
             host=text("FLOWAPP_HOST") or defaults.host,
             port=number("FLOWAPP_PORT", defaults.port),
         )

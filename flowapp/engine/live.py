@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 from weakref import WeakKeyDictionary
+
+import numpy as np
 
 from flowapp.audio.frames import FRAME_MS, Pcm
 from flowapp.audio.g711 import ulaw_decode, ulaw_encode
@@ -42,6 +45,12 @@ ULAW_FRAME_BYTES = 160
 """One 20 ms frame of 8 kHz mu-law."""
 MAX_CATCH_UP_TICKS = 3
 """A late loop replays at most this many ticks at once; a longer stall is skipped, not sent as a burst."""
+SLOTS = 4
+SLOT_SECONDS = TICK_SECONDS / SLOTS
+ALIGN_MARGIN_SECONDS = 0.001
+"""Arrival jitter allowed for between a carrier's frame and the step that consumes it."""
+TRIM_WINDOW_TICKS = 50
+"""Jitter buffer: when for this long (1 s) a frame more than needed always waited, one is dropped."""
 MARK_EVERY_FRAMES = 10
 """A mark every 200 ms of sent audio bounds how stale the knowledge of what the caller heard can get."""
 FLOOD_LIMIT_FRAMES = 250
@@ -59,12 +68,20 @@ class Tickable(Protocol):
 
 
 class Ticker:
-    """Steps every registered call once per 20 ms of wall time; runs only while a call is registered."""
+    """Steps every registered call once per 20 ms of wall time; runs only while a call is registered.
+
+    The 20 ms are cut into `SLOTS` phase slots, and each call is stepped in the slot just after its
+    carrier's frames arrive: a frame waits a few ms for its step instead of up to 20 on average 10, which
+    is barge-in latency, and each wake-up steps only a share of the calls, so the last call's frame of a
+    busy tick goes out sooner.
+    """
 
     _by_loop: WeakKeyDictionary[asyncio.AbstractEventLoop, Ticker] = WeakKeyDictionary()
 
     def __init__(self) -> None:
-        self._calls: dict[int, Tickable] = {}
+        self._slots: list[dict[int, Tickable]] = [{} for _ in range(SLOTS)]
+        self._slot_of: dict[int, int] = {}
+        self._origin = 0.0
         self._task: asyncio.Task[None] | None = None
         self.skipped_ticks = 0
         self.late_ticks = 0
@@ -79,43 +96,57 @@ class Ticker:
         return ticker
 
     def add(self, call: Tickable) -> None:
-        self._calls[id(call)] = call
         if self._task is None or self._task.done():
+            self._origin = asyncio.get_running_loop().time()
             self._task = asyncio.create_task(self._run(), name="flowapp-live-ticker")
+        self.align(call)
+
+    def align(self, call: Tickable) -> None:
+        """Step `call` in the first slot after now: called when its audio arrives, so it is fresh at its step."""
+        elapsed = asyncio.get_running_loop().time() - self._origin + ALIGN_MARGIN_SECONDS
+        slot = math.ceil(elapsed / SLOT_SECONDS) % SLOTS
+        key = id(call)
+        previous = self._slot_of.get(key)
+        if previous == slot:
+            return
+        if previous is not None:
+            del self._slots[previous][key]
+        self._slots[slot][key] = call
+        self._slot_of[key] = slot
 
     def remove(self, call: Tickable) -> None:
-        self._calls.pop(id(call), None)
+        slot = self._slot_of.pop(id(call), None)
+        if slot is not None:
+            del self._slots[slot][id(call)]
 
     def __len__(self) -> int:
-        return len(self._calls)
+        return len(self._slot_of)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        next_at = loop.time() + TICK_SECONDS
-        while self._calls:
-            delay = next_at - loop.time()
+        index = 1
+        while self._slot_of:
+            delay = self._origin + index * SLOT_SECONDS - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            due = int((loop.time() - next_at) / TICK_SECONDS) + 1
-            if due > MAX_CATCH_UP_TICKS:
-                skipped = due - MAX_CATCH_UP_TICKS
-                self.skipped_ticks += skipped
-                next_at += skipped * TICK_SECONDS
-                due = MAX_CATCH_UP_TICKS
+            due = int((loop.time() - self._origin) / SLOT_SECONDS) - index + 1
+            limit = MAX_CATCH_UP_TICKS * SLOTS
+            if due > limit:
+                skipped = due - limit
+                self.skipped_ticks += skipped // SLOTS
+                index += skipped
+                due = limit
                 logger.warning(
-                    "event loop stalled: skipped %d ticks (%d ms) on %d calls",
-                    skipped,
-                    skipped * FRAME_MS,
-                    len(self._calls),
+                    "event loop stalled: skipped %d ms of ticks on %d calls", skipped * SLOT_SECONDS * 1000, len(self)
                 )
-            if due > 1:
-                self.late_ticks += due - 1
-            for _ in range(due):
-                self._tick_all()
-                next_at += TICK_SECONDS
+            if due > SLOTS:
+                self.late_ticks += 1
+            for _ in range(max(1, due)):
+                self._tick_slot(self._slots[index % SLOTS])
+                index += 1
 
-    def _tick_all(self) -> None:
-        for call in list(self._calls.values()):
+    def _tick_slot(self, calls: dict[int, Tickable]) -> None:
+        for call in list(calls.values()):
             try:
                 call.tick()
             except Exception:
@@ -206,7 +237,10 @@ class InboundAudio:
         self.capacity = max(1, capacity)
         self.received = 0
         self.dropped = 0
+        self.trimmed = 0
         self._partial = b""
+        self._min_depth = capacity
+        self._window = 0
 
     def add(self, payload: bytes) -> None:
         if len(payload) == ULAW_FRAME_BYTES and not self._partial:
@@ -226,7 +260,19 @@ class InboundAudio:
         self.frames.append(frame)
 
     def take(self) -> bytes | None:
-        return self.frames.popleft() if self.frames else None
+        """The frame for this step. A backlog that never drains (after a burst) is standing latency: trimmed."""
+        frames = self.frames
+        depth = len(frames)
+        if depth < self._min_depth:
+            self._min_depth = depth
+        self._window += 1
+        if self._window >= TRIM_WINDOW_TICKS:
+            if self._min_depth >= 2:
+                frames.popleft()
+                self.trimmed += 1
+            self._window = 0
+            self._min_depth = self.capacity
+        return frames.popleft() if frames else None
 
 
 class LiveDriver:
@@ -264,6 +310,11 @@ class LiveDriver:
         self._barged = False
         self._closed = False
         self._reported_drops = 0
+        self._started_at = time.monotonic()
+        """The flood check counts inbound frames against the wall clock: an overloaded server skipping ticks
+        must not mistake a carrier streaming in real time for a flood."""
+        self._starved = True
+        """No frame was waiting at the last step: the next one to arrive re-aligns the call's tick slot."""
 
     # Lifecycle -------------------------------------------------------------------------------------
 
@@ -271,6 +322,7 @@ class LiveDriver:
         """Raise `session_start` and join the ticker: from now on the call advances with the wall clock."""
         if self._ticker is None:
             self._ticker = Ticker.shared()
+        self._started_at = time.monotonic()
         self.engine.start()
         self.pump.start()
         self.pump.kick()
@@ -295,12 +347,19 @@ class LiveDriver:
     # Carrier input ---------------------------------------------------------------------------------
 
     def feed(self, ulaw: bytes) -> bool:
-        """Queue inbound audio; False when the stream runs so far ahead of real time that it must be closed."""
+        """Queue inbound audio; False when the stream runs so far ahead of real time that it must be closed.
+
+        After a step found no frame waiting, the next arrival moves the call to the tick slot just after it.
+        """
         self.inbound.add(ulaw)
+        if self._starved and self._ticker is not None:
+            self._starved = False
+            self._ticker.align(self)
         if self.inbound.dropped - self._reported_drops >= 50:
             self.log.warning("inbound audio faster than real time: %d frames dropped so far", self.inbound.dropped)
             self._reported_drops = self.inbound.dropped
-        return self.inbound.received - self.steps <= FLOOD_LIMIT_FRAMES
+        elapsed_frames = (time.monotonic() - self._started_at) / TICK_SECONDS
+        return self.inbound.received <= elapsed_frames + FLOOD_LIMIT_FRAMES
 
     def dtmf(self, digit: str) -> None:
         self.engine.dtmf(digit)
@@ -332,7 +391,11 @@ class LiveDriver:
     def tick(self) -> None:
         engine = self.engine
         payload = self.inbound.take()
-        frame = ulaw_decode(payload) if payload is not None else None
+        if payload is None:
+            self._starved = True
+            frame = None
+        else:
+            frame = ulaw_decode(payload)
         active = engine.playing or len(engine.queue) > 0
         self._stepping = True
         try:
@@ -343,7 +406,7 @@ class LiveDriver:
         if self._barged:
             self._barged = False
             self._send_clear()
-        elif active or out.any():
+        elif active or np.count_nonzero(out):
             self._send_frame(out, boundary=engine.current is None)
         if engine.outbox:
             self.pump.kick()

@@ -1,0 +1,45 @@
+"""The bot of the live-call benchmark: it talks whenever it can, and anything the caller says interrupts it.
+
+It speaks a few long sentences through the local TTS, whose cache renders each once: the benchmark measures
+the media path and the engine, not the speech synthesizer. The offline engine figure uses the same app.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from flowapp import BargeIn, FlowApp, Speak
+from flowapp.protocol.events import AssistantSpeechEnded
+
+LINES = (
+    "Thank you for calling. I can help you with your order, your invoice, or a new contract, and if you "
+    "would rather talk to a person, just say so at any time and I will connect you right away.",
+    "Let me look that up for you. Your last order was shipped on Monday and should arrive within two to "
+    "three working days; you will get a message with the tracking number as soon as it is handed over.",
+    "I am sorry, I did not quite get that. You can ask me about deliveries, payments, returns or opening "
+    "hours, or you can press zero to speak to one of my colleagues in the customer service team.",
+)
+"""Each about 10 s: longer than the gap between two barge-ins, so the bot is talking when they come."""
+
+_next_line = itertools.cycle(LINES)
+
+app = FlowApp(default_barge_in=BargeIn.immediate())
+
+
+def talk() -> Speak:
+    return Speak(text=next(_next_line), barge_in=BargeIn.immediate())
+
+
+@app.on_session_start
+async def greet() -> Speak:
+    return talk()
+
+
+@app.on_user_speak
+async def answer() -> Speak:
+    return talk()
+
+
+@app.on_assistant_speech_ended
+async def go_on(event: AssistantSpeechEnded) -> Speak | None:
+    return None if event.interrupted else talk()

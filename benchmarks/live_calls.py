@@ -1,0 +1,527 @@
+"""Live-call benchmark: N simulated carriers stream real speech to one flowapp server on one core.
+
+    python -m benchmarks.live_calls --calls 300 --seconds 20
+    python -m benchmarks.live_calls --calls 50,150,300 --seconds 20
+
+The server (`flowapp serve benchmarks.live_app:app`) runs in a subprocess pinned to CPU 0; the carriers
+run in this process, pinned to CPU 1, as raw asyncio protocols (a full WebSocket library per connection
+would make the client, not the server, the bottleneck). Each carrier streams real 8 kHz speech at real-time
+pace, one 20 ms frame at its own phase, while the bot talks; every utterance barges in.
+
+Reported:
+- server CPU (utime + stime from /proc over the steady window), in total and per call;
+- lateness of outbound frames against their 20 ms schedule: within each run of bot audio (a run ends at
+  `clear`), frame k is due at base + 20k ms, base being the run's earliest-arriving frame;
+- barge-in latency on the wire: from the known speech onset in the sent audio to `clear` received, next
+  to the engine's own figure for the same audio (the same app and clip through `CallEngine` offline);
+- server RSS growth per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from flowapp.audio.frames import FRAME_SAMPLES, Pcm
+from flowapp.audio.g711 import ulaw_encode
+from tests.media import asterisk_prompt
+
+FRAME_S = 0.02
+CALLER_PROMPTS = ("please-try-again", "all-circuits-busy-now", "queue-thankyou", "vm-enter-num-to-call")
+PAUSE_MS = 3000
+"""Caller silence between utterances: time for the turn to end and the bot to start again."""
+ONSET_LEVEL = 500
+"""The known onset of an utterance: its first sample above this magnitude."""
+PROGRAM_VARIANTS = 8
+SERVER_CPU = 0
+CLIENT_CPU = 1
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# The caller's audio ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Program:
+    """What one carrier sends: mu-law frames, and the sample where each utterance begins."""
+
+    pcm: Pcm
+    onsets: list[int]
+
+    @property
+    def frames(self) -> int:
+        return len(self.pcm) // FRAME_SAMPLES
+
+
+def program(variant: int, seconds: float) -> Program:
+    total = int(seconds * 8000)
+    lead = 8 * (1000 + 125 * variant)
+    parts: list[Pcm] = [np.zeros(lead, dtype=np.int16)]
+    onsets: list[int] = []
+    position = lead
+    k = variant
+    while position < total - 8 * 2500:
+        clip = asterisk_prompt(CALLER_PROMPTS[k % len(CALLER_PROMPTS)])
+        onsets.append(position + int(np.argmax(np.abs(clip.astype(np.int32)) > ONSET_LEVEL)))
+        parts += [clip, np.zeros(8 * PAUSE_MS, dtype=np.int16)]
+        position += len(clip) + 8 * PAUSE_MS
+        k += 1
+    pcm = np.concatenate(parts)[:total]
+    pcm = np.concatenate([pcm, np.zeros(-len(pcm) % FRAME_SAMPLES, dtype=np.int16)])
+    return Program(pcm, [o for o in onsets if o < len(pcm)])
+
+
+def ws_frame(payload: bytes) -> bytes:
+    """A client text frame. The mask key is zero, so the payload goes as it is (servers accept any key)."""
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x81, 0x80 | n])
+    elif n < 65536:
+        head = bytes([0x81, 0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([0x81, 0x80 | 127]) + n.to_bytes(8, "big")
+    return head + b"\x00\x00\x00\x00" + payload
+
+
+def media_frames(prog: Program) -> list[bytes]:
+    out = []
+    for k in range(prog.frames):
+        payload = base64.b64encode(ulaw_encode(prog.pcm[k * FRAME_SAMPLES : (k + 1) * FRAME_SAMPLES])).decode()
+        message = {"event": "media", "streamSid": "MZbench", "media": {"track": "inbound", "payload": payload}}
+        out.append(ws_frame(json.dumps(message, separators=(",", ":")).encode()))
+    return out
+
+
+# One carrier connection ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class CallStats:
+    index: int
+    variant: int
+    frames: list[bytes]
+    onsets_ms: list[float]
+    start: float = 0.0
+    sent: int = 0
+    send_times: array = field(default_factory=lambda: array("d"))
+    runs: list[array] = field(default_factory=list)
+    clears: list[float] = field(default_factory=list)
+    closed: bool = False
+    close_code: int | None = None
+
+
+class CarrierLink(asyncio.Protocol):
+    """A minimal WebSocket client: handshake, unmasked server frames, close and ping handling."""
+
+    def __init__(self, call: CallStats, host: str) -> None:
+        self.call = call
+        self.host = host
+        self.buffer = bytearray()
+        self.handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self.upgraded = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        key = base64.b64encode(os.urandom(16)).decode()
+        transport.write(
+            (
+                f"GET /media HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.call.closed = True
+        if not self.handshake.done():
+            self.handshake.set_exception(ConnectionError("closed during the handshake"))
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def send_json(self, message: dict[str, object]) -> None:
+        self.send(ws_frame(json.dumps(message, separators=(",", ":")).encode()))
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        buf = self.buffer
+        buf += data
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if b" 101 " not in buf[:end]:
+                self.handshake.set_exception(ConnectionError(buf[:end].decode(errors="replace")))
+                return
+            del buf[: end + 4]
+            self.upgraded = True
+            self.handshake.set_result(None)
+        while len(buf) >= 2:
+            opcode = buf[0] & 0x0F
+            length = buf[1] & 0x7F
+            pos = 2
+            if length == 126:
+                if len(buf) < 4:
+                    return
+                length, pos = int.from_bytes(buf[2:4], "big"), 4
+            elif length == 127:
+                if len(buf) < 10:
+                    return
+                length, pos = int.from_bytes(buf[2:10], "big"), 10
+            if len(buf) < pos + length:
+                return
+            payload = bytes(buf[pos : pos + length])
+            del buf[: pos + length]
+            if opcode == 1:
+                self.on_message(payload, now)
+            elif opcode == 8:
+                self.call.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+                self.send(b"\x88\x80\x00\x00\x00\x00")
+                if self.transport is not None:
+                    self.transport.close()
+            elif opcode == 9:
+                self.send(bytes([0x8A, 0x80 | len(payload)]) + b"\x00\x00\x00\x00" + payload)
+
+    def on_message(self, payload: bytes, now: float) -> None:
+        call = self.call
+        if payload.startswith(b'{"event":"media"'):
+            if not call.runs:
+                call.runs.append(array("d"))
+            call.runs[-1].append(now)
+            return
+        message = json.loads(payload)
+        event = message.get("event")
+        if event == "mark":
+            self.send_json({"event": "mark", "streamSid": "MZbench", "mark": message["mark"]})
+        elif event == "clear":
+            call.clears.append(now)
+            call.runs.append(array("d"))
+
+
+# Running the carriers ------------------------------------------------------------------------------------------
+
+
+async def run_carriers(port: int, calls: list[CallStats], ramp_s: float, on_steady: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    links: list[CarrierLink] = []
+    sender = asyncio.create_task(_send_all(links, calls))
+    gap = ramp_s / max(1, len(calls))
+    for call in calls:
+        _, link = await loop.create_connection(lambda c=call: CarrierLink(c, f"127.0.0.1:{port}"), "127.0.0.1", port)
+        await link.handshake
+        link.send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        start = {
+            "streamSid": f"MZ{call.index:06d}",
+            "callSid": f"CA{call.index:06d}",
+            "customParameters": {"from": "+4915100000000", "to": "+4921100000000", "direction": "inbound"},
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        }
+        link.send_json({"event": "start", "streamSid": start["streamSid"], "start": start})
+        call.start = time.monotonic()
+        links.append(link)
+        await asyncio.sleep(gap)
+    on_steady.set()
+    await sender
+    for link in links:
+        link.send_json({"event": "stop", "streamSid": "MZbench"})
+    deadline = time.monotonic() + 10
+    while not all(c.closed for c in calls) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
+async def _send_all(links: list[CarrierLink], calls: list[CallStats]) -> None:
+    """One task paces every stream: each frame goes out when its 20 ms slot (on the stream's own clock) starts."""
+    while not links:
+        await asyncio.sleep(0.005)
+    while True:
+        now = time.monotonic()
+        pending = False
+        for link in list(links):
+            call = link.call
+            n = len(call.frames)
+            while call.sent < n and call.start + call.sent * FRAME_S <= now:
+                link.send(call.frames[call.sent])
+                call.send_times.append(now)
+                call.sent += 1
+            pending = pending or call.sent < n
+        if not pending and len(links) == len(calls):
+            return
+        await asyncio.sleep(0.002)
+
+
+# Server process ------------------------------------------------------------------------------------------------
+
+
+class ServerProcess:
+    def __init__(self, port: int, log: Path, vad: str | None) -> None:
+        self.port = port
+        self.log_path = log
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self._log = log.open("w")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "flowapp",
+                "serve",
+                "benchmarks.live_app:app",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                *(["--vad", vad] if vad else []),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: os.sched_setaffinity(0, {SERVER_CPU}),
+        )
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not start; see {self.log_path}")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._log.close()
+
+
+# The engine's own figure ---------------------------------------------------------------------------------------
+
+
+def engine_latencies(prog: Program, vad: str | None) -> list[float | None]:
+    """Barge-in latency per utterance with the same app and audio, on the engine's simulated clock."""
+    from benchmarks.live_app import app
+    from flowapp.engine.call import CallEngine, EngineConfig
+    from flowapp.engine.pump import EventPump
+    from flowapp.engine.render import Renderer
+    from flowapp.protocol.events import SessionInfo
+
+    records: list[dict[str, object]] = []
+    config = EngineConfig() if vad is None else EngineConfig(detector=vad)
+    engine = CallEngine(SessionInfo(id="00000000-0000-4000-8000-00000000be0c"), config, on_record=records.append)
+    pump = EventPump(engine, app, Renderer())
+
+    async def run() -> None:
+        engine.start()
+        await pump.drain()
+        for k in range(prog.frames):
+            engine.step(prog.pcm[k * FRAME_SAMPLES : (k + 1) * FRAME_SAMPLES])
+            await pump.drain()
+
+    asyncio.run(run())
+    barge_ins = [float(r["t_ms"]) for r in records if r["event"] == "barge_in"]  # type: ignore[arg-type]
+    return [_first_after(barge_ins, onset / 8, _next(prog.onsets, i) / 8) for i, onset in enumerate(prog.onsets)]
+
+
+def _next(onsets: list[int], i: int) -> float:
+    return onsets[i + 1] if i + 1 < len(onsets) else float("inf")
+
+
+def _first_after(times: list[float], start: float, end: float) -> float | None:
+    hit = next((t for t in times if start <= t < end), None)
+    return None if hit is None else hit - start
+
+
+# Figures -------------------------------------------------------------------------------------------------------
+
+
+def lateness_ms(calls: list[CallStats], steady_from: float, steady_to: float) -> list[float]:
+    out: list[float] = []
+    for call in calls:
+        for run in call.runs:
+            if not run:
+                continue
+            offsets = [t - k * FRAME_S for k, t in enumerate(run)]
+            base = min(offsets)
+            out += [(o - base) * 1000 for o, t in zip(offsets, run, strict=True) if steady_from <= t <= steady_to]
+    return out
+
+
+def wire_latencies(call: CallStats, prog: Program) -> list[float | None]:
+    """Onset wall time: the send time of the frame holding it, minus 20 ms (a frame leaves once captured)."""
+    out: list[float | None] = []
+    for i, onset in enumerate(prog.onsets):
+        frame = onset // FRAME_SAMPLES
+        if frame >= len(call.send_times):
+            out.append(None)
+            continue
+        at = call.send_times[frame] - FRAME_S + (onset % FRAME_SAMPLES) / 8000
+        nxt = _next(prog.onsets, i)
+        until = call.send_times[int(nxt // FRAME_SAMPLES)] if nxt // FRAME_SAMPLES < len(call.send_times) else 1e18
+        hit = _first_after(call.clears, at, until)
+        out.append(None if hit is None else hit * 1000)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def run_one(
+    n_calls: int, seconds: float, port: int, vad: str | None, engine_figures: dict[int, list[float | None]]
+) -> dict[str, float]:
+    programs = {v: program(v, seconds) for v in range(PROGRAM_VARIANTS)}
+    frames = {v: media_frames(p) for v, p in programs.items()}
+    calls = [
+        CallStats(i, v, frames[v], [o / 8 for o in programs[v].onsets])
+        for i, v in ((i, i % PROGRAM_VARIANTS) for i in range(n_calls))
+    ]
+    log = Path(tempfile.gettempdir()) / f"flowapp-bench-server-{n_calls}.log"
+    server = ServerProcess(port, log, vad)
+    try:
+        server.wait_ready()
+        time.sleep(0.5)
+        rss_idle = server.rss_bytes()
+        ramp_s = min(3.0, n_calls / 100)
+        figures: dict[str, float] = {}
+
+        async def main() -> None:
+            steady = asyncio.Event()
+            carriers = asyncio.create_task(run_carriers(port, calls, ramp_s, steady))
+            await steady.wait()
+            await asyncio.sleep(1.0)
+            t0, c0 = time.monotonic(), server.cpu_seconds()
+            window = max(2.0, seconds - ramp_s - 3.0)
+            await asyncio.sleep(window)
+            t1, c1 = time.monotonic(), server.cpu_seconds()
+            figures.update(steady_from=t0, steady_to=t1, cpu=(c1 - c0) / (t1 - t0), rss=server.rss_bytes())
+            await carriers
+
+        _uvloop_run(main())
+    finally:
+        server.stop()
+    late = lateness_ms(calls, figures["steady_from"], figures["steady_to"])
+    wire: list[float] = []
+    paired: list[float] = []
+    missed = 0
+    for call in calls:
+        prog = programs[call.variant]
+        for w, e in zip(wire_latencies(call, prog), engine_figures[call.variant], strict=True):
+            if w is None or e is None:
+                missed += w is None and e is not None
+                continue
+            wire.append(w)
+            paired.append(w - e)
+    engine_all = [e for v in range(PROGRAM_VARIANTS) for e in engine_figures[v] if e is not None]
+    stalls = sum(1 for line in log.read_text().splitlines() if "event loop stalled" in line)
+    return {
+        "calls": n_calls,
+        "cpu_pct": figures["cpu"] * 100,
+        "cpu_per_call_pct": figures["cpu"] * 100 / n_calls,
+        "late_p50": pct(late, 50),
+        "late_p99": pct(late, 99),
+        "late_max": max(late) if late else float("nan"),
+        "frames": len(late),
+        "barge_ins": len(wire),
+        "missed": missed,
+        "wire_p50": pct(wire, 50),
+        "wire_p99": pct(wire, 99),
+        "engine_p50": pct(engine_all, 50),
+        "engine_p99": pct(engine_all, 99),
+        "delta_p50": pct(paired, 50),
+        "delta_p99": pct(paired, 99),
+        "rss_per_call_kib": (figures["rss"] - rss_idle) / n_calls / 1024,
+        "stall_warnings": stalls,
+        "closed_ok": sum(1 for c in calls if c.close_code == 1000),
+    }
+
+
+def _uvloop_run(coro: object) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:
+        asyncio.run(coro)  # type: ignore[arg-type]
+
+
+COLUMNS = (
+    ("calls", "calls", "{:.0f}"),
+    ("cpu_pct", "server CPU %", "{:.1f}"),
+    ("cpu_per_call_pct", "CPU/call %", "{:.3f}"),
+    ("late_p50", "late p50 ms", "{:.1f}"),
+    ("late_p99", "late p99 ms", "{:.1f}"),
+    ("late_max", "late max ms", "{:.1f}"),
+    ("barge_ins", "barge-ins", "{:.0f}"),
+    ("missed", "missed", "{:.0f}"),
+    ("wire_p50", "wire p50 ms", "{:.0f}"),
+    ("wire_p99", "wire p99 ms", "{:.0f}"),
+    ("engine_p50", "engine p50 ms", "{:.0f}"),
+    ("engine_p99", "engine p99 ms", "{:.0f}"),
+    ("delta_p50", "wire-engine p50", "{:.1f}"),
+    ("delta_p99", "wire-engine p99", "{:.1f}"),
+    ("rss_per_call_kib", "RSS/call KiB", "{:.0f}"),
+    ("stall_warnings", "stalls", "{:.0f}"),
+    ("closed_ok", "closed 1000", "{:.0f}"),
+)
+
+
+def print_table(rows: list[dict[str, float]]) -> None:
+    widths = [max(len(title), 8) for _, title, _ in COLUMNS]
+    print("  ".join(title.rjust(w) for (_, title, _), w in zip(COLUMNS, widths, strict=True)))
+    for row in rows:
+        print("  ".join(fmt.format(row[key]).rjust(w) for (key, _, fmt), w in zip(COLUMNS, widths, strict=True)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", default="300", help="concurrent calls; several as 50,150,300")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each call")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--vad", choices=["webrtc", "silero", "cascade"], help="the server's speech detector")
+    args = parser.parse_args(argv)
+    if len(os.sched_getaffinity(0)) < 2:
+        print("warning: fewer than 2 CPUs; server and carriers share a core", file=sys.stderr)
+    else:
+        os.sched_setaffinity(0, {CLIENT_CPU})
+    engine_figures = {v: engine_latencies(program(v, args.seconds), args.vad) for v in range(PROGRAM_VARIANTS)}
+    rows = []
+    for n in (int(x) for x in args.calls.split(",")):
+        rows.append(run_one(n, args.seconds, args.port, args.vad, engine_figures))
+        print_table(rows[-1:])
+    print()
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,512 @@
+"""`/media`: carrier media streams (Twilio Media Streams and the carriers that copy its protocol).
+
+A carrier connects one WebSocket per call and sends JSON text frames: `connected`, `start` (stream and call
+ids, custom parameters, media format), `media` (base64 mu-law, 20 ms), `dtmf`, `mark` echoes and `stop`.
+flowapp answers with `media`, `mark` and `clear`. Each call runs in the engine, stepped in real time by the
+shared ticker of `flowapp.engine.live`; events go to the app (in-process, or remote with `--app-url`).
+
+flowapp extension, inbound: `{"event": "transcript", "transcript": {"text": "...", "final": true}}` delivers
+a transcript made on the carrier side (a call without a recognizer gets a scripted one on first use).
+
+Nothing a carrier sends can crash the server or another call: malformed frames are logged and dropped,
+a message over `max_media_message_bytes` closes with 1009, a stream far faster than real time with 1008.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import contextlib
+import json
+import logging
+import re
+import uuid
+from collections import deque
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import ValidationError
+from starlette.routing import WebSocketRoute
+from starlette.types import Message
+from starlette.websockets import WebSocket, WebSocketState
+
+from flowapp.app import FlowApp
+from flowapp.engine.call import EngineConfig
+from flowapp.engine.live import LiveDriver
+from flowapp.engine.render import Renderer
+from flowapp.logs import call_logger
+from flowapp.protocol.actions import Action
+from flowapp.protocol.events import SessionInfo
+from flowapp.responder import Responder
+from flowapp.session import NotConnected
+from flowapp.settings import ServerSettings
+from flowapp.stt import make_recognizer
+from flowapp.transports.context import flow_app, server_settings
+from flowapp.transports.events_ws import MESSAGE_TOO_BIG, POLICY_VIOLATION, websocket_authorized
+
+logger = logging.getLogger("flowapp.media")
+
+NORMAL_CLOSURE = 1000
+UNSUPPORTED_DATA = 1003
+INTERNAL_ERROR = 1011
+START_TIMEOUT_SECONDS = 10.0
+"""A connection that sends no `start` within this long is closed."""
+CLOSE_GRACE_SECONDS = 2.0
+"""After flowapp ends a call, how long the carrier has to close its side before reading stops."""
+BACKLOG_LIMIT = 250
+"""Messages (5 s of audio) waiting behind a send the peer does not take before the peer is given up."""
+MAX_BAD_MESSAGES = 100
+_DTMF = re.compile(r"^[0-9*#]$")
+_LOGGED_BAD_MESSAGES = 5
+
+
+class Sender:
+    """Sends from synchronous code (the shared ticker) onto an ASGI WebSocket, in order, without blocking.
+
+    An ASGI send is a coroutine, but uvicorn's completes without suspending unless the socket is backed up
+    because the peer stopped reading. So each send is run right here to its end; one that does suspend is
+    finished by a task while the messages after it wait in a bounded backlog. A peer that stops reading
+    cannot stall the ticker (and every other call with it): it is given up once its backlog is full.
+    """
+
+    def __init__(self, websocket: WebSocket, on_broken: Callable[[str], None]) -> None:
+        self.websocket = websocket
+        self.open = True
+        self._on_broken = on_broken
+        self._backlog: deque[Message] = deque()
+        self._flusher: asyncio.Task[None] | None = None
+
+    def text(self, data: str) -> None:
+        self._send({"type": "websocket.send", "text": data})
+
+    def close(self, code: int, reason: str) -> None:
+        self._send({"type": "websocket.close", "code": code, "reason": reason[:120]})
+        self.open = False
+
+    def _send(self, message: Message) -> None:
+        if not self.open:
+            return
+        if self._flusher is not None:
+            if len(self._backlog) >= BACKLOG_LIMIT:
+                self._broken("the peer stopped reading")
+                return
+            self._backlog.append(message)
+            return
+        coro = self.websocket.send(message)
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            return
+        except Exception as exc:
+            self._broken(repr(exc))
+            return
+        self._flusher = asyncio.ensure_future(self._finish(coro, waiting))
+
+    async def _finish(self, coro: Coroutine[Any, Any, None], waiting: Any) -> None:
+        try:
+            await _resume(coro, waiting)
+            while self._backlog and self.open:
+                await self.websocket.send(self._backlog.popleft())
+        except Exception as exc:
+            self._broken(repr(exc))
+        finally:
+            self._flusher = None
+
+    def _broken(self, why: str) -> None:
+        if self.open:
+            self.open = False
+            self._backlog.clear()
+            self._on_broken(why)
+
+
+async def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> None:
+    """Finish a coroutine that was started by hand and suspended on `waiting` (a future, or None for a yield)."""
+    try:
+        while True:
+            if waiting is None:
+                await asyncio.sleep(0)
+            else:
+                await asyncio.wait({waiting})
+            try:
+                waiting = coro.send(None)
+            except StopIteration:
+                return
+    except BaseException:
+        coro.close()
+        raise
+
+
+class CarrierOutlet:
+    """The outbound half of the carrier protocol; message prefixes are built once per stream."""
+
+    def __init__(self, sender: Sender, stream_sid: str) -> None:
+        sid = json.dumps(stream_sid)
+        self.sender = sender
+        self._media = '{"event":"media","streamSid":' + sid + ',"media":{"payload":"'
+        self._mark = '{"event":"mark","streamSid":' + sid + ',"mark":{"name":'
+        self._clear = '{"event":"clear","streamSid":' + sid + "}"
+
+    def media(self, ulaw: bytes) -> None:
+        self.sender.text(self._media + binascii.b2a_base64(ulaw, newline=False).decode("ascii") + '"}}')
+
+    def mark(self, name: str) -> None:
+        self.sender.text(self._mark + json.dumps(name) + "}}")
+
+    def clear(self) -> None:
+        self.sender.text(self._clear)
+
+    def close(self, reason: str) -> None:
+        self.sender.close(NORMAL_CLOSURE, reason)
+
+
+class MediaCall:
+    """A `LiveCall` carried by a media stream: control acts on the live audio, pushes go to the engine."""
+
+    transport = "media"
+
+    def __init__(self, info: SessionInfo, driver: LiveDriver, stream_sid: str, call_sid: str | None) -> None:
+        self.info = info
+        self.driver = driver
+        self.stream_sid = stream_sid
+        self.call_sid = call_sid
+        self.connected_since = datetime.now(UTC)
+
+    async def barge_in(self) -> bool:
+        """Stop the playback now: the engine ends the item and `clear` empties the carrier's buffer."""
+        if self.driver.ended:
+            raise NotConnected("the media stream has ended")
+        return self.driver.barge_in()
+
+    async def push(self, actions: list[Action]) -> None:
+        if self.driver.ended:
+            raise NotConnected("the media stream has ended")
+        await self.driver.push(actions)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "session_id": self.info.id,
+            "transport": self.transport,
+            "direction": self.info.direction,
+            "from_phone_number": self.info.from_phone_number,
+            "to_phone_number": self.info.to_phone_number,
+            "connected_since": self.connected_since.isoformat(),
+        }
+
+
+class StreamRefused(Exception):
+    """The `start` message cannot begin a call; the message is the close reason."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+def session_from_start(start: dict[str, Any]) -> SessionInfo:
+    """Session fields from `start` and its custom parameters (the carrier passes the numbers there)."""
+    params = start.get("customParameters")
+    custom: dict[str, Any] = params if isinstance(params, dict) else {}
+
+    def param(*names: str) -> str | None:
+        for name in names:
+            value = custom.get(name)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+        return None
+
+    session_id = param("session_id", "sessionId")
+    try:
+        session_id = str(uuid.UUID(session_id)) if session_id else str(uuid.uuid4())
+    except ValueError:
+        session_id = str(uuid.uuid4())
+    raw_direction = (param("direction", "Direction") or "").lower()
+    direction: Literal["inbound", "outbound"] | None = None
+    if raw_direction:
+        direction = "outbound" if raw_direction.startswith("outbound") else "inbound"
+    from_number = param("from_phone_number", "from", "From", "caller")
+    to_number = param("to_phone_number", "to", "To", "called")
+    account = param("account_id", "accountId") or start.get("accountSid")
+    return SessionInfo(
+        id=session_id,
+        account_id=account if isinstance(account, str) else None,
+        phone_number=param("phone_number") or (from_number if direction == "outbound" else to_number),
+        direction=direction,
+        from_phone_number=from_number,
+        to_phone_number=to_number,
+    )
+
+
+def check_media_format(start: dict[str, Any]) -> None:
+    media_format = start.get("mediaFormat")
+    if media_format is None:
+        return
+    if not isinstance(media_format, dict):
+        raise StreamRefused(UNSUPPORTED_DATA, "mediaFormat must be an object")
+    encoding = str(media_format.get("encoding", "audio/x-mulaw")).lower()
+    rate = media_format.get("sampleRate", 8000)
+    channels = media_format.get("channels", 1)
+    if encoding not in ("audio/x-mulaw", "audio/pcmu") or rate != 8000 or channels != 1:
+        raise StreamRefused(
+            UNSUPPORTED_DATA, f"unsupported media format {encoding} {rate} Hz x{channels}; expected audio/x-mulaw 8000"
+        )
+
+
+class MediaConnection:
+    """One carrier stream: read frames, start the call on `start`, end it (once) however the stream ends."""
+
+    def __init__(self, websocket: WebSocket, settings: ServerSettings, app: FlowApp, responder: Responder) -> None:
+        self.websocket = websocket
+        self.settings = settings
+        self.app = app
+        self.responder = responder
+        self.sender = Sender(websocket, self._broken)
+        self.driver: LiveDriver | None = None
+        self.call: MediaCall | None = None
+        self._starting: tuple[SessionInfo, str, str | None] | None = None
+        self.end_reason = "connection_lost"
+        self.bad_messages = 0
+        self._early_media = 0
+        self._unknown: set[str] = set()
+        self._ended = asyncio.Event()
+        self.log = call_logger(logger, None, transport="media")
+
+    async def run(self) -> None:
+        reader = asyncio.create_task(self._read(), name="flowapp-media-reader")
+        ended = asyncio.create_task(self._ended.wait())
+        try:
+            await asyncio.wait({reader, ended}, return_when=asyncio.FIRST_COMPLETED)
+            if not reader.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(reader, CLOSE_GRACE_SECONDS)
+        finally:
+            ended.cancel()
+            reader.cancel()
+            await self._teardown()
+
+    # Reading ---------------------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                if self.driver is None:
+                    message = await asyncio.wait_for(self.websocket.receive(), START_TIMEOUT_SECONDS)
+                else:
+                    message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                if not self._accept(message):
+                    return
+                if self._starting is not None:
+                    await self._launch()
+        except TimeoutError:
+            self._refuse(POLICY_VIOLATION, f"no start message within {START_TIMEOUT_SECONDS:.0f} s")
+        except StreamRefused as exc:
+            self._refuse(exc.code, str(exc))
+        except Exception:
+            self.log.exception("media stream failed; closing it")
+            self._refuse(INTERNAL_ERROR, "internal error")
+
+    def _accept(self, message: Message) -> bool:
+        """Handle one frame; False once the stream is over."""
+        text = message.get("text")
+        if text is None:
+            return self._bad("binary frame (send JSON text frames)")
+        limit = self.settings.max_media_message_bytes
+        if len(text) > limit or (len(text) * 4 > limit and len(text.encode("utf-8")) > limit):
+            self._refuse(MESSAGE_TOO_BIG, f"message exceeds {limit} bytes")
+            return False
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError):
+            return self._bad("malformed JSON")
+        if not isinstance(data, dict):
+            return self._bad("a message must be a JSON object")
+        event = data.get("event")
+        if event == "media":
+            return self._media(data)
+        if event == "mark":
+            return self._mark(data)
+        if event == "start":
+            return self._start(data)
+        if event == "stop":
+            self.end_reason = "stream_stopped"
+            return False
+        if event == "dtmf":
+            return self._dtmf(data)
+        if event == "transcript":
+            return self._transcript(data)
+        if event == "connected":
+            return True
+        if isinstance(event, str) and event not in self._unknown and len(self._unknown) < 16:
+            self._unknown.add(event)
+            self.log.info("ignored media event of unknown type %r", event)
+        return True
+
+    def _media(self, data: dict[str, Any]) -> bool:
+        if self.driver is None:
+            self._early_media += 1
+            if self._early_media == 1:
+                self.log.warning("media before start: dropped")
+            return True
+        media = data.get("media")
+        if not isinstance(media, dict):
+            return self._bad("media without a media object")
+        if media.get("track", "inbound") not in ("inbound", "inbound_track"):
+            return True
+        try:
+            payload = binascii.a2b_base64(media["payload"], strict_mode=True)
+        except (KeyError, TypeError, ValueError):
+            return self._bad("media payload is not base64")
+        if not self.driver.feed(payload):
+            self._refuse(POLICY_VIOLATION, "media faster than real time")
+            return False
+        return True
+
+    def _mark(self, data: dict[str, Any]) -> bool:
+        mark = data.get("mark")
+        name = mark.get("name") if isinstance(mark, dict) else None
+        if not isinstance(name, str):
+            return self._bad("mark without a name")
+        if self.driver is not None:
+            self.driver.mark_played(name)
+        return True
+
+    def _dtmf(self, data: dict[str, Any]) -> bool:
+        dtmf = data.get("dtmf")
+        digit = dtmf.get("digit") if isinstance(dtmf, dict) else None
+        if not isinstance(digit, str) or not _DTMF.match(digit):
+            return self._bad("dtmf without a digit 0-9, * or #")
+        if self.driver is not None:
+            self.driver.dtmf(digit)
+        return True
+
+    def _transcript(self, data: dict[str, Any]) -> bool:
+        transcript = data.get("transcript")
+        if not isinstance(transcript, dict) or not isinstance(transcript.get("text"), str) or self.driver is None:
+            return self._bad("transcript without text, or before start")
+        try:
+            self.driver.transcript(transcript["text"], bool(transcript.get("final", False)))
+        except RuntimeError as exc:
+            return self._bad(f"transcript refused: {exc}")
+        return True
+
+    def _start(self, data: dict[str, Any]) -> bool:
+        if self.driver is not None or self._starting is not None:
+            return self._bad("a second start on the same stream")
+        start = data.get("start")
+        if not isinstance(start, dict):
+            raise StreamRefused(POLICY_VIOLATION, "start without a start object")
+        check_media_format(start)
+        stream_sid = start.get("streamSid") or data.get("streamSid")
+        if not isinstance(stream_sid, str) or not stream_sid:
+            raise StreamRefused(POLICY_VIOLATION, "start without a streamSid")
+        try:
+            info = session_from_start(start)
+        except ValidationError as exc:
+            raise StreamRefused(POLICY_VIOLATION, f"invalid custom parameters: {exc.errors()[0]['msg']}") from None
+        call_sid = start.get("callSid")
+        self._starting = (info, stream_sid, call_sid if isinstance(call_sid, str) else None)
+        return True
+
+    async def _launch(self) -> None:
+        """Build the call off the event loop (a neural VAD loads its model), then start it on the loop."""
+        assert self._starting is not None
+        info, stream_sid, call_sid = self._starting
+        self.log = call_logger(logger, info.id, transport="media", stream_sid=stream_sid)
+        driver = await asyncio.to_thread(
+            LiveDriver,
+            info,
+            self.responder,
+            _renderer(self.websocket),
+            CarrierOutlet(self.sender, stream_sid),
+            config=engine_config(self.settings),
+            recognizer=make_recognizer(self.settings.recognizer),
+            jitter_frames=self.settings.media_jitter_frames,
+            on_end=self._engine_ended,
+        )
+        self._starting = None
+        self.driver = driver
+        self.call = MediaCall(info, driver, stream_sid, call_sid)
+        self.app.calls.add(self.call)
+        driver.start()
+        self.log.info("media call started", extra={"call_sid": call_sid})
+
+    # Errors and the end ----------------------------------------------------------------------------
+
+    def _bad(self, why: str) -> bool:
+        self.bad_messages += 1
+        if self.bad_messages <= _LOGGED_BAD_MESSAGES:
+            self.log.warning("media message dropped: %s", why)
+        if self.bad_messages > MAX_BAD_MESSAGES:
+            self._refuse(POLICY_VIOLATION, "too many invalid messages")
+            return False
+        return True
+
+    def _refuse(self, code: int, reason: str) -> None:
+        self.log.warning("closing the media stream: %s", reason)
+        self.end_reason = reason
+        self.sender.close(code, reason)
+
+    def _engine_ended(self, reason: str) -> None:
+        self.end_reason = reason
+        self._ended.set()
+
+    def _broken(self, why: str) -> None:
+        if self.driver is not None and self.driver.ended:
+            self.log.debug("send after the call ended failed: %s", why)
+            return
+        self.log.warning("media stream broken: %s", why)
+        self.end_reason = "connection_lost"
+        self._ended.set()
+
+    async def _teardown(self) -> None:
+        if self.call is not None:
+            self.app.calls.remove(self.call.info.id, self.call)
+        if self.driver is not None:
+            await self.driver.stop(self.end_reason)
+            self.log.info(
+                "media call ended: %s",
+                self.driver.engine.end_reason,
+                extra={
+                    "frames_in": self.driver.inbound.received,
+                    "frames_dropped": self.driver.inbound.dropped,
+                    "frames_trimmed": self.driver.inbound.trimmed,
+                    "steps": self.driver.steps,
+                },
+            )
+        if self.websocket.client_state == WebSocketState.CONNECTED:
+            self.sender.close(NORMAL_CLOSURE, self.end_reason)
+
+
+def engine_config(settings: ServerSettings) -> EngineConfig:
+    config = EngineConfig()
+    if settings.vad_detector is not None:
+        config.detector = settings.vad_detector
+    return config
+
+
+def _renderer(websocket: WebSocket) -> Renderer:
+    """One renderer per server, so its TTS cache is shared by all calls."""
+    state = websocket.app.state
+    renderer: Renderer | None = getattr(state, "media_renderer", None)
+    if renderer is None:
+        renderer = state.media_renderer = Renderer()
+    return renderer
+
+
+def _responder(websocket: WebSocket) -> Responder:
+    responder: Responder | None = getattr(websocket.app.state, "responder", None)
+    return responder if responder is not None else flow_app(websocket)
+
+
+async def media_websocket(websocket: WebSocket) -> None:
+    settings = server_settings(websocket)
+    if not websocket_authorized(websocket, settings):
+        logger.warning("refused a media stream without a valid token")
+        await websocket.close(code=POLICY_VIOLATION)
+        return
+    await websocket.accept()
+    await MediaConnection(websocket, settings, flow_app(websocket), _responder(websocket)).run()
+
+
+routes = [WebSocketRoute("/media", media_websocket)]

@@ -1,0 +1,60 @@
+"""A recording test app and real caller audio for the live media-call tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from flowapp import FlowApp
+from flowapp.app import HandlerResult
+from flowapp.audio.frames import Pcm
+from flowapp.protocol.events import Event
+from tests.media import asterisk_prompt
+
+EVENT_TYPES = (
+    "session_start",
+    "user_speech_started",
+    "user_speak",
+    "assistant_speak",
+    "assistant_speech_ended",
+    "user_input_timeout",
+    "dtmf_received",
+    "session_end",
+)
+
+LONG_TEXT = (
+    "Welcome to the flowapp test line. This greeting is deliberately long, so that there is plenty of time "
+    "for the caller to interrupt it while it is still playing, and for the test to watch what happens."
+)
+
+CUSTOM = {"from": "+4915100000001", "to": "4921100000002", "direction": "inbound"}
+
+
+class RecordingApp:
+    """Every event the app sees, in order; replies come from a table keyed by event type."""
+
+    def __init__(self, replies: dict[str, HandlerResult] | None = None, **options: Any) -> None:
+        self.app = FlowApp(**options)
+        self.events: list[Event] = []
+        self.replies = dict(replies or {})
+        for event_type in EVENT_TYPES:
+            self.app.on(event_type)(self._handler(event_type))
+
+    def _handler(self, event_type: str) -> Any:
+        async def handle(event: Event) -> HandlerResult:
+            self.events.append(event)
+            return self.replies.get(event_type)
+
+        return handle
+
+    def of(self, event_type: str) -> list[Any]:
+        return [e for e in self.events if e.type == event_type]
+
+
+def caller_speech(*prompts: str, lead_ms: int = 0, tail_ms: int = 0) -> Pcm:
+    """Real 8 kHz speech: Asterisk prompts back to back, with silence before and after."""
+    parts = [np.zeros(8 * lead_ms, dtype=np.int16)]
+    parts += [asterisk_prompt(p) for p in prompts]
+    parts.append(np.zeros(8 * tail_ms, dtype=np.int16))
+    return np.concatenate(parts)

@@ -1,0 +1,94 @@
+"""The pieces of the real-time driver: playout tracking from marks, the jitter buffer, the shared ticker."""
+
+from __future__ import annotations
+
+import asyncio
+
+from flowapp.engine.live import MARK_EVERY_FRAMES, InboundAudio, Playout, Ticker
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_unheard_audio_follows_mark_echoes_and_the_clock() -> None:
+    clock = Clock()
+    playout = Playout(clock)
+    for _ in range(30):
+        playout.sent_frame()
+    assert playout.unheard_ms() == 0, "without any echo the carrier is assumed to keep up"
+    assert playout.echoed("flowapp-10")
+    assert playout.unheard_ms() == 20 * 20
+    clock.now += 0.1
+    assert playout.unheard_ms() == 15 * 20, "the carrier goes on playing between echoes"
+    clock.now += 10
+    assert playout.unheard_ms() == 0, "never more heard than sent"
+
+
+def test_marks_flushed_by_clear_say_nothing() -> None:
+    clock = Clock()
+    playout = Playout(clock)
+    for _ in range(20):
+        playout.sent_frame()
+    playout.cleared()
+    assert not playout.echoed("flowapp-20")
+    assert not playout.echoed("someone-elses-mark")
+    assert not playout.echoed("flowapp-x")
+    assert playout.unheard_ms() == 0
+
+
+def test_marks_are_due_periodically_and_at_boundaries() -> None:
+    playout = Playout(Clock())
+    names = []
+    for k in range(25):
+        playout.sent_frame()
+        name = playout.mark_due(boundary=k == 24)
+        if name:
+            names.append(name)
+    assert names == [f"flowapp-{MARK_EVERY_FRAMES}", f"flowapp-{2 * MARK_EVERY_FRAMES}", "flowapp-25"]
+    assert playout.mark_due(boundary=True) is None, "nothing sent since the last mark"
+
+
+def test_inbound_audio_is_recut_to_20_ms_and_bounded() -> None:
+    inbound = InboundAudio(capacity=3)
+    inbound.add(b"\x01" * 100)
+    assert inbound.take() is None
+    inbound.add(b"\x02" * 220)
+    assert inbound.take() == b"\x01" * 100 + b"\x02" * 60
+    assert inbound.take() == b"\x02" * 160
+    for k in range(5):
+        inbound.add(bytes([k]) * 160)
+    assert inbound.dropped == 2 and inbound.received == 7
+    assert [inbound.take() for _ in range(4)] == [bytes([2]) * 160, bytes([3]) * 160, bytes([4]) * 160, None]
+
+
+class Counter:
+    def __init__(self, fail: bool = False) -> None:
+        self.ticks = 0
+        self.fail = fail
+        self.aborted: str | None = None
+
+    def tick(self) -> None:
+        self.ticks += 1
+        if self.fail:
+            raise RuntimeError("boom")
+
+    def abort(self, reason: str) -> None:
+        self.aborted = reason
+
+
+async def test_one_failing_call_does_not_stop_the_ticker() -> None:
+    ticker = Ticker()
+    good, bad = Counter(), Counter(fail=True)
+    ticker.add(bad)
+    ticker.add(good)
+    await asyncio.sleep(0.3)
+    ticker.remove(good)
+    assert bad.ticks == 1 and bad.aborted == "internal_error"
+    assert good.ticks >= 5
+    await asyncio.sleep(0.05)
+    assert len(ticker) == 0
