@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from flowapp.audio.frames import FRAME_SAMPLES, SAMPLE_RATE
-from flowapp.audio.vad import SpeechDetector
+from flowapp.audio.vad import SpeechDetector, WebRtcDetector
 
 _FFT_SIZE = 4096
 _TRACK = 16
@@ -70,8 +70,13 @@ class EchoGuard:
         history[-FRAME_SAMPLES:] = self._emphasis(frame, "_out_last")
         self._active_frames = self.max_lag // FRAME_SAMPLES + 1 if frame.any() else max(0, self._active_frames - 1)
 
+    @property
+    def active(self) -> bool:
+        """The assistant has played something within the echo window: only then can there be echo."""
+        return self.enabled and self._active_frames > 0
+
     def is_echo(self, frame: npt.NDArray[np.int16]) -> bool:
-        if not self.enabled or self._active_frames == 0:
+        if not self.active:
             return False
         x = self._emphasis(frame, "_in_last")
         x_energy = float(x @ x)
@@ -150,18 +155,20 @@ class EchoGuard:
 class EchoGuardedDetector:
     """A SpeechDetector that answers 0 for frames the guard takes for echo.
 
-    The guard looks at every frame while the assistant plays, so it learns the echo path from the first
-    echo frames on, before any detector has an opinion; echo frames never reach the inner detector, so a
-    cascade does not wake its expensive stage for the assistant's own voice.
+    A cheap screen (webrtcvad, ~5 us) picks the frames worth a look: the guard sees every one of them from
+    the first echo frame on, so it learns the echo path before a slower detector has an opinion, and it
+    never spends an FFT on silence or line noise. Echo frames never reach the inner detector, so a cascade
+    does not wake its expensive stage for the assistant's own voice.
     """
 
-    def __init__(self, inner: SpeechDetector, guard: EchoGuard) -> None:
+    def __init__(self, inner: SpeechDetector, guard: EchoGuard, screen: SpeechDetector | None = None) -> None:
         self.inner = inner
         self.guard = guard
+        self.screen = screen if screen is not None else WebRtcDetector(aggressiveness=2, gate_db=None)
         self.rejected_frames = 0
 
     def speech_probability(self, frame: npt.NDArray[np.int16]) -> float:
-        if self.guard.is_echo(frame):
+        if self.guard.active and self.screen.speech_probability(frame) >= 0.5 and self.guard.is_echo(frame):
             self.rejected_frames += 1
             return 0.0
         return self.inner.speech_probability(frame)
@@ -173,3 +180,4 @@ class EchoGuardedDetector:
 
     def reset(self) -> None:
         self.inner.reset()
+        self.screen.reset()

@@ -65,19 +65,19 @@ _ALAW_DEC = _build_alaw_decode()
 
 def ulaw_encode(pcm: npt.ArrayLike) -> bytes:
     """16-bit PCM -> mu-law bytes (PCMU, RTP payload type 0)."""
-    return _ULAW_ENC[as_pcm(pcm).view(np.uint16)].tobytes()
+    return _ULAW_ENC.take(as_pcm(pcm).view(np.uint16)).tobytes()
 
 
 def ulaw_decode(data: bytes) -> Pcm:
     """Mu-law bytes -> 16-bit PCM."""
-    return _ULAW_DEC[np.frombuffer(data, dtype=np.uint8)]
+    return _ULAW_DEC.take(np.frombuffer(data, dtype=np.uint8))
 
 
 def alaw_encode(pcm: npt.ArrayLike) -> bytes:
     """16-bit PCM -> A-law bytes (PCMA, RTP payload type 8)."""
-    return _ALAW_ENC[as_pcm(pcm).view(np.uint16)].tobytes()
+    return _ALAW_ENC.take(as_pcm(pcm).view(np.uint16)).tobytes()
 
 
 def alaw_decode(data: bytes) -> Pcm:
     """A-law bytes -> 16-bit PCM."""
-    return _ALAW_DEC[np.frombuffer(data, dtype=np.uint8)]
+    return _ALAW_DEC.take(np.frombuffer(data, dtype=np.uint8))

@@ -204,6 +204,12 @@ class CallEngine:
     def playing(self) -> bool:
         return self.current is not None and self.pause is None
 
+    @property
+    def audible(self) -> bool:
+        """The next frame may carry sound (speech, queued speech or a background loop): a live transport
+        sends frames only then, and lets the carrier fill silence."""
+        return self.playing or len(self.queue) > 0 or self._background is not None
+
     def take_events(self) -> list[ev.Event]:
         events, self.outbox = self.outbox, []
         return events

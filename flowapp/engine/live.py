@@ -25,8 +25,6 @@ from collections.abc import Callable
 from typing import Protocol
 from weakref import WeakKeyDictionary
 
-import numpy as np
-
 from flowapp.audio.frames import FRAME_MS, Pcm
 from flowapp.audio.g711 import ulaw_decode, ulaw_encode
 from flowapp.engine.call import CallEngine, EngineConfig, Record
@@ -396,7 +394,7 @@ class LiveDriver:
             frame = None
         else:
             frame = ulaw_decode(payload)
-        active = engine.playing or len(engine.queue) > 0
+        audible = engine.audible
         self._stepping = True
         try:
             out = engine.step(frame)
@@ -406,7 +404,7 @@ class LiveDriver:
         if self._barged:
             self._barged = False
             self._send_clear()
-        elif active or np.count_nonzero(out):
+        elif audible:
             self._send_frame(out, boundary=engine.current is None)
         if engine.outbox:
             self.pump.kick()
