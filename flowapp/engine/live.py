@@ -289,6 +289,7 @@ class LiveDriver:
         on_end: Callable[[str], None] | None = None,
         ticker: Ticker | None = None,
     ) -> None:
+        """An in-process app's `interruption_hook` (see `FlowApp.judge_interruptions`) reaches the engine."""
         config = config or EngineConfig()
         if not config.start_unix_ms:
             config.start_unix_ms = int(time.time() * 1000)
@@ -296,7 +297,12 @@ class LiveDriver:
         self.playout = Playout()
         self.inbound = InboundAudio(jitter_frames)
         self.engine = CallEngine(
-            session, config, recognizer=recognizer, on_record=self._on_record, unheard_ms=self._unheard_ms
+            session,
+            config,
+            recognizer=recognizer,
+            on_record=self._on_record,
+            unheard_ms=self._unheard_ms,
+            interruption_hook=getattr(responder, "interruption_hook", None),
         )
         self.pump = EventPump(self.engine, responder, renderer)
         self.log = call_logger(logger, session.id, transport="live")

@@ -419,7 +419,7 @@ class MediaConnection:
             self.responder,
             _renderer(self.websocket),
             CarrierOutlet(self.sender, stream_sid),
-            config=engine_config(self.settings),
+            config=engine_config(self.settings, self.responder),
             recognizer=make_recognizer(self.settings.recognizer),
             jitter_frames=self.settings.media_jitter_frames,
             on_end=self._engine_ended,
@@ -478,8 +478,11 @@ class MediaConnection:
             self.sender.close(NORMAL_CLOSURE, self.end_reason)
 
 
-def engine_config(settings: ServerSettings) -> EngineConfig:
+def engine_config(settings: ServerSettings, responder: Responder) -> EngineConfig:
+    """The server's detector choice, and an in-process app's turn-handling options."""
     config = EngineConfig()
+    if isinstance(responder, FlowApp):
+        config.turn_handling = responder.turn_handling
     if settings.vad_detector is not None:
         config.detector = settings.vad_detector
     return config

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from flowapp.engine.live import MARK_EVERY_FRAMES, InboundAudio, Playout, Ticker
+from flowapp import FlowApp
+from flowapp.engine.live import MARK_EVERY_FRAMES, InboundAudio, LiveDriver, Playout, Ticker
+from flowapp.engine.render import Renderer
+from flowapp.protocol.events import SessionInfo
+from flowapp.settings import ServerSettings
+from flowapp.transports.media import engine_config
 
 
 class Clock:
@@ -92,3 +97,27 @@ async def test_one_failing_call_does_not_stop_the_ticker() -> None:
     assert good.ticks >= 5
     await asyncio.sleep(0.05)
     assert len(ticker) == 0
+
+
+class NullOutlet:
+    def media(self, ulaw: bytes) -> None: ...
+
+    def mark(self, name: str) -> None: ...
+
+    def clear(self) -> None: ...
+
+    def close(self, reason: str) -> None: ...
+
+
+def test_an_in_process_apps_turn_handling_and_judge_reach_live_calls() -> None:
+    app = FlowApp(turn_handling={"interruption": {"mode": "adaptive"}})
+
+    @app.judge_interruptions
+    def judge(candidate: object) -> None:
+        return None
+
+    config = engine_config(ServerSettings(), app)
+    assert config.turn_handling.interruption.mode == "adaptive"
+    driver = LiveDriver(SessionInfo(id="live-1"), app, Renderer(), NullOutlet(), config=config)
+    assert driver.engine.turn_handling.interruption.mode == "adaptive"
+    assert driver.engine._hook is judge
