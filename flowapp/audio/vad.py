@@ -127,6 +127,7 @@ class WebRtcDetector:
             self.gate.reset()
 
 
+_LATCH_BRIDGE_FRAMES = 2
 _SILERO_POOL: list[Any] = []
 _SILERO_POOL_LIMIT = 512
 _SILERO_WINDOW = 256
@@ -213,7 +214,10 @@ class CascadeDetector:
     Awake, it scores the newest 32 ms every 20 ms frame rather than waiting for whole fresh windows:
     measured on the barge-in benchmark, that confirms onsets ~18 ms sooner at the median and ~20 ms
     sooner at p95 for the same music rejection. After ``eager_ms`` awake (the onset is long decided)
-    it scores every other frame, and it sleeps once the screen has been quiet for ``hold_ms``. A model is
+    it scores every other frame (every fourth after a second without speech: music, a fan), and it sleeps once
+    the screen has been quiet for ``hold_ms``. Once Silero has said "speech", the verdict holds until the
+    screen falls quiet: onset is what Silero is for, and the screen follows the end of the sound as well;
+    that keeps Silero's cost to the first few hundred milliseconds of each sound. A model is
     borrowed from a pool on waking and returned on sleeping, so concurrent calls share the few models that
     their callers' current sounds need, instead of holding ~11 MB each for the whole call.
 
@@ -245,6 +249,8 @@ class CascadeDetector:
         self._max_lookback_frames = max_lookback_ms // FRAME_MS
         self._quiet_frames = self._hold_frames
         self._awake_frames = 0
+        self._patient_frames = 1000 // FRAME_MS
+        self._latched = False
         self._screen_run = 0
         self._was_speech = False
         self.score = 0.0
@@ -267,18 +273,24 @@ class CascadeDetector:
         if flagged and not self.awake:
             self._awake_frames = 0
             self.score = self._score(ring)
-        elif self.awake:
+            self._latched = self.score >= self.threshold
+        elif self.awake and not self._latched:
             self._awake_frames += 1
-            if self._awake_frames < self._eager_frames or self._awake_frames % 2 == 0:
+            eager = self._awake_frames < self._eager_frames
+            if eager or self._awake_frames % (2 if self._awake_frames < self._patient_frames else 4) == 0:
                 self.score = self._score(ring[-self._window :])
+                self._latched = self.score >= self.threshold
         if flagged:
             self._quiet_frames = 0
         elif self.awake:
             self._quiet_frames += 1
             if not self.awake:
                 self.score = 0.0
-                self._lease.release()
-        speech = self.score >= self.threshold
+                self._latched = False
+        if self._latched or not self.awake:
+            self._lease.release()
+        # Latched, the screen alone follows the sound to its end (a frame or two of its dropouts bridged).
+        speech = self._quiet_frames <= _LATCH_BRIDGE_FRAMES if self._latched else self.score >= self.threshold
         lookback = 0
         if speech and not self._was_speech and self._screen_run > 1:
             lookback = min(self._screen_run - 1, self._max_lookback_frames) * FRAME_MS
@@ -302,6 +314,7 @@ class CascadeDetector:
         self._ring[:] = 0.0
         self._quiet_frames = self._hold_frames
         self._awake_frames = 0
+        self._latched = False
         self._screen_run = 0
         self._was_speech = False
         self.score = 0.0
