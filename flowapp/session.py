@@ -7,6 +7,7 @@ several flowapp processes serve the same calls.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
 from typing import Any, Protocol
 
 from flowapp.protocol.actions import Action
@@ -90,6 +91,18 @@ class LiveCall(Protocol):
     async def push(self, actions: list[Action]) -> None: ...
 
     def describe(self) -> dict[str, Any]: ...
+
+
+def describe_call(info: SessionInfo, transport: str, connected_since: datetime) -> dict[str, Any]:
+    """What `GET /v1/sessions` shows of one live call, whatever carries it."""
+    return {
+        "session_id": info.id,
+        "transport": transport,
+        "direction": info.direction,
+        "from_phone_number": info.from_phone_number,
+        "to_phone_number": info.to_phone_number,
+        "connected_since": connected_since.isoformat(),
+    }
 
 
 class SessionRegistry:

@@ -22,7 +22,7 @@ from flowapp.app import FlowApp
 from flowapp.logs import call_logger
 from flowapp.protocol.actions import Action, BargeInNow
 from flowapp.protocol.events import Event, SessionInfo, UnknownEventType, parse_event
-from flowapp.session import NotConnected
+from flowapp.session import NotConnected, describe_call
 from flowapp.settings import ServerSettings
 from flowapp.transports.auth import API_TOKEN_HEADER, api_token_ok
 from flowapp.transports.body import MalformedJson, decode_json
@@ -90,14 +90,7 @@ class WebSocketCall:
             await self.channel.send(body)
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "session_id": self.info.id,
-            "transport": self.transport,
-            "direction": self.info.direction,
-            "from_phone_number": self.info.from_phone_number,
-            "to_phone_number": self.info.to_phone_number,
-            "connected_since": self.connected_since.isoformat(),
-        }
+        return describe_call(self.info, self.transport, self.connected_since)
 
 
 class EventConnection:

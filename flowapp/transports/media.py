@@ -39,7 +39,7 @@ from flowapp.logs import call_logger
 from flowapp.protocol.actions import Action
 from flowapp.protocol.events import SessionInfo
 from flowapp.responder import Responder
-from flowapp.session import NotConnected
+from flowapp.session import NotConnected, describe_call
 from flowapp.settings import ServerSettings
 from flowapp.stt import make_recognizer
 from flowapp.transports.context import flow_app, server_settings
@@ -184,14 +184,7 @@ class MediaCall:
         await self.driver.push(actions)
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "session_id": self.info.id,
-            "transport": self.transport,
-            "direction": self.info.direction,
-            "from_phone_number": self.info.from_phone_number,
-            "to_phone_number": self.info.to_phone_number,
-            "connected_since": self.connected_since.isoformat(),
-        }
+        return describe_call(self.info, self.transport, self.connected_since)
 
 
 class StreamRefused(Exception):
