@@ -64,21 +64,19 @@ class DetectorSpec:
 
 
 def detector_specs() -> dict[str, DetectorSpec]:
+    """The engine's default first, then the baselines it is measured against, all at the engine's VAD timing."""
     engine_vad = EngineConfig().vad
     return {
         "cascade": DetectorSpec(
-            "cascade",
-            lambda: make_detector("cascade"),
-            VadConfig(onset_ms=20, hangover_ms=120),
-            "screen + Silero on candidates, onset 20 ms",
+            "cascade", lambda: make_detector("cascade"), engine_vad, "engine default: screen + Silero on candidates"
         ),
         "cascade-40": DetectorSpec(
             "cascade-40",
             lambda: make_detector("cascade"),
             VadConfig(onset_ms=40, hangover_ms=120),
-            "the same at the engine's current onset 40 ms",
+            "the same with a 40 ms onset",
         ),
-        "webrtc": DetectorSpec("webrtc", lambda: make_detector("webrtc"), engine_vad, "current default: webrtc + gate"),
+        "webrtc": DetectorSpec("webrtc", lambda: make_detector("webrtc"), engine_vad, "webrtcvad + noise-floor gate"),
         "webrtc-raw": DetectorSpec(
             "webrtc-raw", lambda: make_detector("webrtc", gate_db=None), engine_vad, "webrtcvad alone"
         ),
