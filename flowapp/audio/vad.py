@@ -135,7 +135,7 @@ _SILERO_WINDOW = 256
 class _SileroPool:
     """Silero models with a clear state, shared by all calls: loading one costs ~75 ms and ~11 MB."""
 
-    def __init__(self, keep: int = 512, reserve: int = 64) -> None:
+    def __init__(self, keep: int = 512, reserve: int = 16) -> None:
         self.idle: list[Any] = []
         self.keep = keep
         self.reserve_limit = reserve
