@@ -284,7 +284,10 @@ class CascadeDetector:
         return self._quiet_frames < self._hold_frames
 
     def speech_probability(self, frame: npt.NDArray[np.int16]) -> float:
-        flagged = self.screen.speech_probability(frame) >= 0.5
+        return self.judge(frame, self.screen.speech_probability(frame) >= 0.5)
+
+    def judge(self, frame: npt.NDArray[np.int16], flagged: bool) -> float:
+        """The verdict on a frame the screen has already heard (an echo guard may veto the screen's flag)."""
         ring = self._ring
         ring[:-FRAME_SAMPLES] = ring[FRAME_SAMPLES:]
         ring[-FRAME_SAMPLES:] = frame
