@@ -49,8 +49,9 @@ Serve a FlowApp over HTTP: the webhook (POST /webhook), the event WebSocket (/ws
 carrier media streams (/media: Twilio-style, live phone calls), the control API (/v1),
 /openapi.json and /healthz.
 
-With --app-url the engine drives a remote webhook app instead (any language, sipgate-style):
-each event of a media call is POSTed to the URL and the actions in the reply are run.
+With --app-url the engine drives a remote app instead (any language, sipgate-style): each event
+of a media call is POSTed to an http(s):// URL and the actions in the reply are run, or sent over
+one WebSocket per call to a ws(s):// URL, whose actions run whenever the app sends them.
 
 example:
   flowapp serve myapp:app --port 8000 --api-token s3cret
@@ -75,7 +76,8 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--app-url",
-        help="drive the remote webhook app at this URL instead of an in-process app (or FLOWAPP_APP_URL)",
+        help="drive the remote app at this URL instead of an in-process app: http(s):// for a webhook, "
+        "ws(s):// for the event WebSocket (or FLOWAPP_APP_URL)",
     )
     parser.add_argument("--recognizer", choices=["pocketsphinx"], help="speech recognizer for media calls")
     parser.add_argument(

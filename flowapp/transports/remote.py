@@ -25,6 +25,7 @@ from flowapp.protocol.events import Event
 from flowapp.responder import Responder
 from flowapp.settings import ServerSettings
 from flowapp.transports.auth import API_TOKEN_HEADER, SIGNATURE_HEADER, sign
+from flowapp.transports.remote_ws import RemoteWebSocketApp
 
 logger = logging.getLogger("flowapp.remote")
 
@@ -120,9 +121,18 @@ def _with_session(actions: list[Action], event: Event) -> list[Action]:
 
 
 def responder_for(app: FlowApp, settings: ServerSettings) -> Responder:
-    """Who answers the events of media calls: the remote app when `app_url` is set, else the in-process app."""
+    """Who answers the events of media calls: the remote app when `app_url` is set (a webhook for http(s)://,
+    the event WebSocket for ws(s)://), else the in-process app."""
     if settings.app_url is None:
         return app
+    if settings.app_url.startswith(("ws://", "wss://")):
+        return RemoteWebSocketApp(
+            settings.app_url,
+            app.calls,
+            api_token=settings.app_api_token,
+            timeout=settings.app_timeout_seconds,
+            fallback=app.fallback,
+        )
     return RemoteApp(
         settings.app_url,
         api_token=settings.app_api_token,
