@@ -445,7 +445,8 @@ class MediaConnection:
         self._ended.set()
 
     def _broken(self, why: str) -> None:
-        if self.driver is not None and self.driver.ended:
+        if (self.driver is not None and self.driver.ended) or self.end_reason == "stream_stopped":
+            # The carrier said `stop` and hung up at once: a send that fails after that is no broken line.
             self.log.debug("send after the call ended failed: %s", why)
             return
         self.log.warning("media stream broken: %s", why)
