@@ -25,7 +25,7 @@ import numpy.typing as npt
 from flowapp.audio import add_noise_at_snr, line_noise, split_frames
 from flowapp.audio.frames import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Pcm
 from flowapp.audio.vad import SpeechDetector, VadConfig, make_detector
-from flowapp.engine.call import CallEngine, EngineConfig, Record
+from flowapp.engine.call import CallEngine, EngineConfig, Record, vad_timing
 from flowapp.engine.render import Rendered
 from flowapp.protocol.actions import BargeIn, Speak
 from flowapp.simulation.run import SIMULATED_EPOCH_MS, SIMULATED_SESSION
@@ -64,11 +64,13 @@ class DetectorSpec:
 
 
 def detector_specs() -> dict[str, DetectorSpec]:
-    """The engine's default first, then the baselines it is measured against, all at the engine's VAD timing."""
-    engine_vad = EngineConfig().vad
+    """The engine's default first, then the baselines it is measured against, each at the engine's timing."""
     return {
         "cascade": DetectorSpec(
-            "cascade", lambda: make_detector("cascade"), engine_vad, "engine default: screen + Silero on candidates"
+            "cascade",
+            lambda: make_detector("cascade"),
+            vad_timing("cascade"),
+            "engine default: screen + Silero on candidates",
         ),
         "cascade-40": DetectorSpec(
             "cascade-40",
@@ -76,11 +78,15 @@ def detector_specs() -> dict[str, DetectorSpec]:
             VadConfig(onset_ms=40, hangover_ms=120),
             "the same with a 40 ms onset",
         ),
-        "webrtc": DetectorSpec("webrtc", lambda: make_detector("webrtc"), engine_vad, "webrtcvad + noise-floor gate"),
-        "webrtc-raw": DetectorSpec(
-            "webrtc-raw", lambda: make_detector("webrtc", gate_db=None), engine_vad, "webrtcvad alone"
+        "webrtc": DetectorSpec(
+            "webrtc", lambda: make_detector("webrtc"), vad_timing("webrtc"), "webrtcvad + noise-floor gate"
         ),
-        "silero": DetectorSpec("silero", lambda: make_detector("silero"), engine_vad, "Silero on every window"),
+        "webrtc-raw": DetectorSpec(
+            "webrtc-raw", lambda: make_detector("webrtc", gate_db=None), vad_timing("webrtc"), "webrtcvad alone"
+        ),
+        "silero": DetectorSpec(
+            "silero", lambda: make_detector("silero"), vad_timing("silero"), "Silero on every window"
+        ),
     }
 
 

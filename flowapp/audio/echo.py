@@ -68,10 +68,13 @@ class EchoGuard:
 
     def play(self, frame: npt.NDArray[np.int16]) -> None:
         """Record one outbound frame, in step with the inbound frame of the same 20 ms."""
+        sounding = bool(frame.any())
+        if not sounding and self._active_frames == 0:
+            return  # the whole window is silence already: nothing to shift (most of a call's frames)
         history = self._history
         history[:-FRAME_SAMPLES] = history[FRAME_SAMPLES:]
         history[-FRAME_SAMPLES:] = self._emphasis(frame, "_out_last")
-        self._active_frames = self.max_lag // FRAME_SAMPLES + 1 if frame.any() else max(0, self._active_frames - 1)
+        self._active_frames = self.max_lag // FRAME_SAMPLES + 1 if sounding else max(0, self._active_frames - 1)
 
     @property
     def active(self) -> bool:
@@ -161,29 +164,40 @@ class EchoGuard:
 class EchoGuardedDetector:
     """A SpeechDetector that answers 0 for frames the guard takes for echo.
 
-    Only frames a cheap screen flags (webrtcvad, ~5 us) get a look, so silence and line noise cost no FFT.
+    Only frames a cheap screen flags get a look, so silence and line noise cost no FFT: webrtcvad itself
+    when it is the detector (it answers frame by frame, so the guard sees echo from its first frame).
     A cascade's own screen serves, and the cascade hears a matched echo frame as silence: echo left in its
     pre-roll would make its next wake hear speech. A frame rejected on loudness alone may carry the
     caller's first syllable over the echo, so the cascade keeps it in the pre-roll, unflagged. (On the
     turn-taking benchmark, silencing every rejected frame cost 20 ms more at p95; keeping matched echo in
-    the pre-roll let the assistant interrupt itself on 7-50% of echo clips.) Other detectors get a screen
-    of their own and never see echo frames.
+    the pre-roll let the assistant interrupt itself on 7-50% of echo clips.) Silero alone gets a webrtcvad
+    screen of its own and never sees echo frames.
     """
 
     def __init__(self, inner: SpeechDetector, guard: EchoGuard) -> None:
         self.inner = inner
         self.guard = guard
         self._cascade = inner if isinstance(inner, CascadeDetector) else None
-        self._screen = self._cascade.screen if self._cascade is not None else WebRtcDetector(aggressiveness=2)
+        self._screen: SpeechDetector | None = None
+        if self._cascade is not None:
+            self._screen = self._cascade.screen
+        elif not isinstance(inner, WebRtcDetector):
+            self._screen = WebRtcDetector(aggressiveness=2)
         self.rejected_frames = 0
 
     def speech_probability(self, frame: npt.NDArray[np.int16]) -> float:
         if self._cascade is not None:
-            flagged = self._screen.speech_probability(frame) >= 0.5
+            flagged = self._cascade.screen.speech_probability(frame) >= 0.5
             if flagged and self.guard.is_echo(frame):
                 self.rejected_frames += 1
                 return self._cascade.judge(frame if self.guard.last_explained else _SILENT_FRAME, False)
             return self._cascade.judge(frame, flagged)
+        if self._screen is None:
+            p = self.inner.speech_probability(frame)
+            if p >= 0.5 and self.guard.is_echo(frame):
+                self.rejected_frames += 1
+                return 0.0
+            return p
         if self.guard.active and self._screen.speech_probability(frame) >= 0.5 and self.guard.is_echo(frame):
             self.rejected_frames += 1
             return 0.0
@@ -196,5 +210,5 @@ class EchoGuardedDetector:
 
     def reset(self) -> None:
         self.inner.reset()
-        if self._cascade is None:
+        if self._screen is not None and self._cascade is None:
             self._screen.reset()

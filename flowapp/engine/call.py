@@ -50,15 +50,22 @@ Record = dict[str, Any]
 
 @dataclass
 class EngineConfig:
-    vad: VadConfig = field(default_factory=lambda: VadConfig(onset_ms=20, hangover_ms=120))
-    """Onset 20 ms: the cascade's Silero stage has already confirmed the frame (benchmarks.bargein)."""
     detector: str = "cascade"
     """webrtc alone fires on music; Silero alone is slower and costs more (see benchmarks.bargein)."""
+    vad: VadConfig | None = None
+    """None: the detector's own timing (see `vad_timing`)."""
     default_barge_in: BargeIn = field(default_factory=lambda: BargeIn.min_characters(3))
     """For actions that arrive without a `barge_in` (a remote app that leaves it out)."""
     start_unix_ms: int = 0
     """Wall-clock time of t=0, for `speech_started_at`; a simulation fixes it so every run is identical."""
     turn_handling: TurnHandling = field(default_factory=TurnHandling)
+
+
+def vad_timing(detector: str) -> VadConfig:
+    """Onset and hangover for a detector: one frame of onset for the cascade, whose Silero stage has already
+    judged the sound; two for detectors that judge each frame alone (one frame of echo or a click is not
+    yet speech)."""
+    return VadConfig(onset_ms=20 if detector == "cascade" else 40, hangover_ms=120)
 
 
 @dataclass
@@ -112,7 +119,7 @@ class CallEngine:
         self.echo_guard.configure(self.turn_handling.echo_guard)
         base_detector = detector or make_detector(self.config.detector)
         self.detector = EchoGuardedDetector(base_detector, self.echo_guard)
-        self.vad = VadTracker(self.detector, self.config.vad)
+        self.vad = VadTracker(self.detector, self.config.vad or vad_timing(self.config.detector))
         self.end_of_turn_silence_ms = int(self.turn_handling.endpointing.min_delay * 1000)
         """Caller silence that ends their turn: `endpointing.min_delay`, until a speak's `vad` setting replaces it."""
         self._learned_pause_ms: float | None = None

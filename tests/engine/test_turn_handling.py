@@ -12,7 +12,6 @@ from scipy.signal import butter, lfilter
 
 from flowapp.audio.g711 import ulaw_decode, ulaw_encode
 from flowapp.audio.tts import EspeakTts
-from flowapp.audio.vad import VadConfig
 from flowapp.engine.call import EngineConfig
 from flowapp.engine.interruption import Candidate
 from flowapp.engine.turns import TurnHandling
@@ -66,7 +65,6 @@ def run(
     config = EngineConfig(start_unix_ms=0, turn_handling=TurnHandling.model_validate(options))
     if detector is not None:
         config.detector = detector
-        config.vad = VadConfig(onset_ms=40, hangover_ms=120)
     call = SimulatedCall(app, config=config, recognizer=recognizer)
     if setup is not None:
         setup(call)
