@@ -12,7 +12,7 @@ from flowapp.engine.interruption import InterruptionHook
 from flowapp.engine.turns import TurnHandling
 from flowapp.logs import call_logger
 from flowapp.protocol.actions import Action, Audio, BargeIn, Speak
-from flowapp.protocol.events import Event, SessionInfo
+from flowapp.protocol.events import NO_REPLY_EVENTS, Event, SessionInfo
 from flowapp.session import InMemorySessionStore, Session, SessionRegistry, SessionStore
 
 logger = logging.getLogger("flowapp.app")
@@ -21,9 +21,6 @@ ActionLike = Action | str
 HandlerResult = ActionLike | Sequence[ActionLike] | None
 Handler = Callable[..., HandlerResult | Awaitable[HandlerResult]]
 H = TypeVar("H", bound=Handler)
-
-# Replies to these events are not executed by the platform; dispatch drops them (with a log line).
-_NO_REPLY_EVENTS = {"user_speech_started", "session_end"}
 
 
 def to_actions(result: HandlerResult) -> list[Action]:
@@ -143,7 +140,7 @@ class FlowApp:
         self.store.save(session.id, session.state)
         if event.type == "session_end":
             self.store.delete(session.id)
-        if actions and event.type in _NO_REPLY_EVENTS:
+        if actions and event.type in NO_REPLY_EVENTS:
             log.info("reply to %s ignored (the platform executes no actions for it)", event.type)
             return []
         return self.finish(actions, session.id)
@@ -196,7 +193,7 @@ class FlowApp:
             log.error("late handler returned an invalid result: %r", exc)
             return
         call = self.calls.get(session.id)
-        if actions and call is not None and event.type not in _NO_REPLY_EVENTS:
+        if actions and call is not None and event.type not in NO_REPLY_EVENTS:
             log.warning("late handler result pushed into the live call: %s", [a.type for a in actions])
             pushed = asyncio.ensure_future(call.push(actions))
             self._late_tasks.add(pushed)

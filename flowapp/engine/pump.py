@@ -14,13 +14,10 @@ from flowapp.engine.call import CallEngine
 from flowapp.engine.render import Renderer
 from flowapp.logs import call_logger
 from flowapp.protocol.actions import Action
-from flowapp.protocol.events import Event
+from flowapp.protocol.events import NO_REPLY_EVENTS, Event
 from flowapp.responder import Responder
 
 logger = logging.getLogger("flowapp.engine.pump")
-
-# The protocol executes no reply to these.
-_NO_REPLY = {"user_speech_started", "session_end"}
 
 
 class EventPump:
@@ -82,7 +79,7 @@ class EventPump:
         actions = await self.responder.respond(event)
         if not actions:
             return
-        if event.type in _NO_REPLY:
+        if event.type in NO_REPLY_EVENTS:
             self.log.info("reply to %s ignored", event.type)
             return
         if offload:

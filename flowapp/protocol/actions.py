@@ -199,6 +199,11 @@ def parse_action(data: Any) -> Action:
     return _action_adapter.validate_python(_drop_unknown_fields(ACTION_TYPES[action_type], data))
 
 
+def with_session(actions: list[Action], session_id: str) -> list[Action]:
+    """A sipgate-style app names the session in each action; one that leaves it out means this call."""
+    return [a if a.session_id is not None else a.model_copy(update={"session_id": session_id}) for a in actions]
+
+
 def parse_actions(data: Any) -> list[Action]:
     """A reply body: one action, an array of actions, or nothing."""
     if data is None:
@@ -227,4 +232,5 @@ __all__ = [
     "ValidationError",
     "parse_action",
     "parse_actions",
+    "with_session",
 ]

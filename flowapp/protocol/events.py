@@ -162,6 +162,10 @@ EVENT_TYPES: dict[str, type[_Event]] = {
 _event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
 
 
+NO_REPLY_EVENTS = frozenset({"user_speech_started", "session_end"})
+"""Events whose replies the platform does not execute."""
+
+
 class UnknownEventType(ValueError):
     """An event type this version does not know: transports answer 204 rather than an error."""
 

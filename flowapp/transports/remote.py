@@ -20,17 +20,14 @@ from pydantic import ValidationError
 
 from flowapp.app import FlowApp, HandlerResult, to_actions
 from flowapp.logs import call_logger
-from flowapp.protocol.actions import Action, parse_actions
-from flowapp.protocol.events import Event
+from flowapp.protocol.actions import Action, parse_actions, with_session
+from flowapp.protocol.events import NO_REPLY_EVENTS, Event
 from flowapp.responder import Responder
 from flowapp.settings import ServerSettings
 from flowapp.transports.auth import API_TOKEN_HEADER, SIGNATURE_HEADER, sign
 from flowapp.transports.remote_ws import RemoteWebSocketApp
 
 logger = logging.getLogger("flowapp.remote")
-
-# The protocol runs no reply to these, so their answer is not waited for beyond the deadline either.
-_NO_REPLY = {"user_speech_started", "session_end"}
 
 
 class RemoteApp:
@@ -82,9 +79,9 @@ class RemoteApp:
         except (ValueError, TypeError, ValidationError) as exc:
             log.warning("remote app sent an invalid reply (%s); using the fallback", exc)
             return self._fallback(event)
-        if event.type in _NO_REPLY:
+        if event.type in NO_REPLY_EVENTS:
             return []
-        return _with_session(actions, event)
+        return with_session(actions, event.session.id)
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -110,14 +107,9 @@ class RemoteApp:
                 log.info("cannot connect to the remote app (%r); retrying", exc)
 
     def _fallback(self, event: Event) -> list[Action]:
-        if event.type in _NO_REPLY:
+        if event.type in NO_REPLY_EVENTS:
             return []
-        return _with_session(to_actions(self.fallback), event)
-
-
-def _with_session(actions: list[Action], event: Event) -> list[Action]:
-    """A sipgate-style app names the session in each action; one that leaves it out means this call."""
-    return [a if a.session_id is not None else a.model_copy(update={"session_id": event.session.id}) for a in actions]
+        return with_session(to_actions(self.fallback), event.session.id)
 
 
 def responder_for(app: FlowApp, settings: ServerSettings) -> Responder:

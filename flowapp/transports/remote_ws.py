@@ -23,14 +23,13 @@ from websockets.asyncio.client import ClientConnection
 
 from flowapp.app import HandlerResult, to_actions
 from flowapp.logs import call_logger
-from flowapp.protocol.actions import Action, parse_actions
-from flowapp.protocol.events import Event
+from flowapp.protocol.actions import Action, parse_actions, with_session
+from flowapp.protocol.events import NO_REPLY_EVENTS, Event
 from flowapp.session import NotConnected, SessionRegistry
 from flowapp.transports.auth import API_TOKEN_HEADER
 
 logger = logging.getLogger("flowapp.remote_ws")
 
-_NO_REPLY = {"user_speech_started", "session_end"}
 CLOSE_GRACE_SECONDS = 1.0
 """After `session_end`, how long the app may still send before the connection is closed."""
 
@@ -74,7 +73,7 @@ class RemoteWebSocketApp:
         except (TimeoutError, OSError, websockets.WebSocketException) as exc:
             log.warning("remote app unreachable over WebSocket (%r); using the fallback", exc)
             await self._drop(session_id)
-            return [] if event.type in _NO_REPLY else _with_session(to_actions(self.fallback), session_id)
+            return [] if event.type in NO_REPLY_EVENTS else with_session(to_actions(self.fallback), session_id)
         if event.type == "session_end":
             task = asyncio.create_task(self._close_later(session_id))
             self._closing.add(task)
@@ -108,7 +107,7 @@ class RemoteWebSocketApp:
                     if isinstance(data, dict) and data.get("type") == "error":
                         log.warning("remote app reported an error: %s", data.get("error"))
                         continue
-                    actions = _with_session(parse_actions(data), session_id)
+                    actions = with_session(parse_actions(data), session_id)
                 except (ValueError, TypeError, ValidationError) as exc:
                     log.warning("remote app sent an invalid message (%s); ignored", exc)
                     continue
@@ -134,7 +133,3 @@ class RemoteWebSocketApp:
         link.reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await link.reader
-
-
-def _with_session(actions: list[Action], session_id: str) -> list[Action]:
-    return [a if a.session_id is not None else a.model_copy(update={"session_id": session_id}) for a in actions]
