@@ -15,6 +15,7 @@ from flowapp.app import FlowApp
 from flowapp.settings import ServerSettings
 from flowapp.transports import control, events_ws, health, media, openapi, webhook
 from flowapp.transports.control import DISABLED_DETAIL
+from flowapp.transports.direct import DirectWebSocketProtocol
 from flowapp.transports.remote import responder_for
 
 logger = logging.getLogger("flowapp.server")
@@ -70,7 +71,12 @@ async def _lifespan(server: Starlette) -> AsyncIterator[None]:
 
 
 def uvicorn_config(server: Starlette, settings: ServerSettings, **options: Any) -> uvicorn.Config:
-    """The uvicorn setup matching the settings; uvicorn's own WebSocket limit is a hard ceiling above the app's."""
+    """The uvicorn setup matching the settings.
+
+    uvicorn's own WebSocket size limit is a hard ceiling above the app's; its WebSocket protocol is the one
+    that offers media streams the direct channel.
+    """
     options.setdefault("host", settings.host)
     options.setdefault("port", settings.port)
+    options.setdefault("ws", DirectWebSocketProtocol)
     return uvicorn.Config(server, ws_max_size=2 * settings.max_ws_message_bytes, **options)

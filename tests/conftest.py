@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import uvicorn
@@ -27,11 +28,12 @@ StartServer = Callable[..., LiveServer]
 
 @pytest.fixture
 def live_server() -> Iterator[StartServer]:
-    """`live_server(app, settings=None, extra_routes=())` serves the app on a free loopback port until the test ends."""
+    """`live_server(app, settings=None, extra_routes=(), **uvicorn_options)` serves the app on a free loopback port
+    until the test ends."""
     running: list[tuple[uvicorn.Server, threading.Thread]] = []
 
     def start(
-        app: FlowApp, settings: ServerSettings | None = None, extra_routes: Sequence[BaseRoute] = ()
+        app: FlowApp, settings: ServerSettings | None = None, extra_routes: Sequence[BaseRoute] = (), **options: Any
     ) -> LiveServer:
         settings = settings or ServerSettings()
         config = uvicorn_config(
@@ -41,6 +43,7 @@ def live_server() -> Iterator[StartServer]:
             port=0,
             log_config=None,
             log_level="warning",
+            **options,
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)

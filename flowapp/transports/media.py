@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-import contextlib
 import json
 import logging
 import re
@@ -24,7 +23,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 from starlette.routing import WebSocketRoute
@@ -43,6 +42,7 @@ from flowapp.session import NotConnected, describe_call
 from flowapp.settings import ServerSettings
 from flowapp.stt import make_recognizer
 from flowapp.transports.context import flow_app, server_settings
+from flowapp.transports.direct import DirectChannel, open_direct
 from flowapp.transports.events_ws import MESSAGE_TOO_BIG, POLICY_VIOLATION, websocket_authorized
 
 logger = logging.getLogger("flowapp.media")
@@ -52,8 +52,8 @@ UNSUPPORTED_DATA = 1003
 INTERNAL_ERROR = 1011
 START_TIMEOUT_SECONDS = 10.0
 """A connection that sends no `start` within this long is closed."""
-CLOSE_GRACE_SECONDS = 2.0
-"""After flowapp ends a call, how long the carrier has to close its side before reading stops."""
+HOLD_LIMIT = 1000
+"""Messages held back while a call is being set up (reading pauses: only what was already read is held)."""
 BACKLOG_LIMIT = 250
 """Messages (5 s of audio) waiting behind a send the peer does not take before the peer is given up."""
 MAX_BAD_MESSAGES = 100
@@ -61,8 +61,37 @@ _DTMF = re.compile(r"^[0-9*#]$")
 _LOGGED_BAD_MESSAGES = 5
 
 
-class Sender:
-    """Sends from synchronous code (the shared ticker) onto an ASGI WebSocket, in order, without blocking.
+class MediaSender(Protocol):
+    """Sends from synchronous code (the shared ticker), in order, without ever blocking it."""
+
+    open: bool
+
+    def text(self, data: str) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
+class DirectSender:
+    """Frames written straight to the transport (see `flowapp.transports.direct`)."""
+
+    def __init__(self, channel: DirectChannel, on_broken: Callable[[str], None]) -> None:
+        self.channel = channel
+        self.open = True
+        self._on_broken = on_broken
+
+    def text(self, data: str) -> None:
+        if self.open and not self.channel.text(data):
+            self.open = False
+            if self.channel.open:
+                self._on_broken("the peer stopped reading")
+
+    def close(self, code: int, reason: str) -> None:
+        self.open = False
+        self.channel.close(code, reason)
+
+
+class AsgiSender:
+    """Plain ASGI sends, for servers without the direct channel.
 
     An ASGI send is a coroutine, but uvicorn's completes without suspending unless the socket is backed up
     because the peer stopped reading. So each send is run right here to its end; one that does suspend is
@@ -140,7 +169,7 @@ async def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> None:
 class CarrierOutlet:
     """The outbound half of the carrier protocol; message prefixes are built once per stream."""
 
-    def __init__(self, sender: Sender, stream_sid: str) -> None:
+    def __init__(self, sender: MediaSender, stream_sid: str) -> None:
         sid = json.dumps(stream_sid)
         self.sender = sender
         self._media = '{"event":"media","streamSid":' + sid + ',"media":{"payload":"'
@@ -245,65 +274,124 @@ def check_media_format(start: dict[str, Any]) -> None:
 
 
 class MediaConnection:
-    """One carrier stream: read frames, start the call on `start`, end it (once) however the stream ends."""
+    """One carrier stream: take its messages, start the call on `start`, end it (once) however the stream ends.
+
+    Messages arrive through `on_text`, called synchronously by the direct channel as they are parsed, or by
+    a reader task on plain ASGI. While the call is being built (off the event loop), reading pauses; the
+    messages already read are held back and replayed in order once the call runs.
+    """
 
     def __init__(self, websocket: WebSocket, settings: ServerSettings, app: FlowApp, responder: Responder) -> None:
         self.websocket = websocket
         self.settings = settings
         self.app = app
         self.responder = responder
-        self.sender = Sender(websocket, self._broken)
+        self.sender: MediaSender = AsgiSender(websocket, self._broken)
         self.driver: LiveDriver | None = None
         self.call: MediaCall | None = None
         self._starting: tuple[SessionInfo, str, str | None] | None = None
+        self._held: list[str] = []
         self.end_reason = "connection_lost"
         self.bad_messages = 0
         self._early_media = 0
         self._unknown: set[str] = set()
         self._ended = asyncio.Event()
+        self._start_or_end = asyncio.Event()
+        self._reading = asyncio.Event()
+        self._reading.set()
+        self._channel: DirectChannel | None = None
         self.log = call_logger(logger, None, transport="media")
 
     async def run(self) -> None:
-        reader = asyncio.create_task(self._read(), name="flowapp-media-reader")
-        ended = asyncio.create_task(self._ended.wait())
+        channel = self._channel = open_direct(self.websocket.scope)
+        reader: asyncio.Task[None] | None = None
+        if channel is not None:
+            self.sender = DirectSender(channel, self._broken)
+            channel.receive_with(self)
+        else:
+            reader = asyncio.create_task(self._read_asgi(), name="flowapp-media-reader")
         try:
-            await asyncio.wait({reader, ended}, return_when=asyncio.FIRST_COMPLETED)
-            if not reader.done():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(reader, CLOSE_GRACE_SECONDS)
-        finally:
-            ended.cancel()
-            reader.cancel()
-            await self._teardown()
-
-    # Reading ---------------------------------------------------------------------------------------
-
-    async def _read(self) -> None:
-        try:
-            while True:
-                if self.driver is None:
-                    message = await asyncio.wait_for(self.websocket.receive(), START_TIMEOUT_SECONDS)
-                else:
-                    message = await self.websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                if not self._accept(message):
-                    return
-                if self._starting is not None:
-                    await self._launch()
-        except TimeoutError:
-            self._refuse(POLICY_VIOLATION, f"no start message within {START_TIMEOUT_SECONDS:.0f} s")
-        except StreamRefused as exc:
-            self._refuse(exc.code, str(exc))
+            await self._serve()
         except Exception:
             self.log.exception("media stream failed; closing it")
             self._refuse(INTERNAL_ERROR, "internal error")
+        finally:
+            if reader is not None:
+                reader.cancel()
+            await self._teardown()
 
-    def _accept(self, message: Message) -> bool:
-        """Handle one frame; False once the stream is over."""
-        text = message.get("text")
-        if text is None:
-            return self._bad("binary frame (send JSON text frames)")
+    async def _serve(self) -> None:
+        try:
+            await asyncio.wait_for(self._start_or_end.wait(), START_TIMEOUT_SECONDS)
+        except TimeoutError:
+            self._refuse(POLICY_VIOLATION, f"no start message within {START_TIMEOUT_SECONDS:.0f} s")
+            return
+        if self._starting is not None and not self._ended.is_set():
+            await self._launch()
+            held, self._held = self._held, []
+            for text in held:
+                self.on_text(text)
+            self._pause_reading(False)
+        await self._ended.wait()
+
+    def _pause_reading(self, pause: bool) -> None:
+        if pause:
+            self._reading.clear()
+        else:
+            self._reading.set()
+        if self._channel is not None:
+            if pause:
+                self._channel.pause_reading()
+            else:
+                self._channel.resume_reading()
+
+    async def _read_asgi(self) -> None:
+        try:
+            while not self._ended.is_set():
+                await self._reading.wait()
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    self.on_closed()
+                    return
+                text = message.get("text")
+                if text is not None:
+                    self.on_text(text)
+                else:
+                    self.on_binary(message.get("bytes") or b"")
+        except Exception as exc:
+            self.log.warning("media stream read failed: %r", exc)
+            self.on_closed()
+
+    # Receiving -------------------------------------------------------------------------------------
+
+    def on_text(self, text: str) -> None:
+        if self._ended.is_set():
+            return
+        if self._starting is not None:
+            if len(self._held) >= HOLD_LIMIT:
+                self._refuse(POLICY_VIOLATION, "too many messages while the call was starting")
+            else:
+                self._held.append(text)
+            return
+        try:
+            if not self._accept(text):
+                self._end()
+        except StreamRefused as exc:
+            self._refuse(exc.code, str(exc))
+        except Exception:
+            self.log.exception("media message failed; closing the stream")
+            self._refuse(INTERNAL_ERROR, "internal error")
+
+    def on_binary(self, data: bytes) -> None:
+        if not self._ended.is_set() and not self._bad("binary frame (send JSON text frames)"):
+            self._end()
+
+    def on_closed(self) -> None:
+        self.sender.open = False
+        self._end()
+
+    def _accept(self, text: str) -> bool:
+        """Handle one message; False once the stream is over."""
         limit = self.settings.max_media_message_bytes
         if len(text) > limit or (len(text) * 4 > limit and len(text.encode("utf-8")) > limit):
             self._refuse(MESSAGE_TOO_BIG, f"message exceeds {limit} bytes")
@@ -399,6 +487,8 @@ class MediaConnection:
             raise StreamRefused(POLICY_VIOLATION, f"invalid custom parameters: {exc.errors()[0]['msg']}") from None
         call_sid = start.get("callSid")
         self._starting = (info, stream_sid, call_sid if isinstance(call_sid, str) else None)
+        self._pause_reading(True)
+        self._start_or_end.set()
         return True
 
     async def _launch(self) -> None:
@@ -439,10 +529,15 @@ class MediaConnection:
         self.log.warning("closing the media stream: %s", reason)
         self.end_reason = reason
         self.sender.close(code, reason)
+        self._end()
+
+    def _end(self) -> None:
+        self._ended.set()
+        self._start_or_end.set()
 
     def _engine_ended(self, reason: str) -> None:
         self.end_reason = reason
-        self._ended.set()
+        self._end()
 
     def _broken(self, why: str) -> None:
         if (self.driver is not None and self.driver.ended) or self.end_reason == "stream_stopped":
@@ -451,7 +546,7 @@ class MediaConnection:
             return
         self.log.warning("media stream broken: %s", why)
         self.end_reason = "connection_lost"
-        self._ended.set()
+        self._end()
 
     async def _teardown(self) -> None:
         if self.call is not None:
@@ -468,7 +563,7 @@ class MediaConnection:
                     "steps": self.driver.steps,
                 },
             )
-        if self.websocket.client_state == WebSocketState.CONNECTED:
+        if self.sender.open and self.websocket.client_state == WebSocketState.CONNECTED:
             self.sender.close(NORMAL_CLOSURE, self.end_reason)
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 
 from flowapp import FlowApp
 from flowapp.app import HandlerResult
 from flowapp.audio.frames import Pcm
 from flowapp.protocol.events import Event
+from flowapp.transports.direct import DirectWebSocketProtocol
 from tests.media import asterisk_prompt
 
 EVENT_TYPES = (
@@ -27,6 +29,11 @@ LONG_TEXT = (
     "Welcome to the flowapp test line. This greeting is deliberately long, so that there is plenty of time "
     "for the caller to interrupt it while it is still playing, and for the test to watch what happens."
 )
+
+BOTH_MEDIA_PATHS = pytest.mark.parametrize(
+    "ws", [DirectWebSocketProtocol, "websockets-sansio"], ids=["direct-channel", "plain-asgi"]
+)
+"""Runs a media test on flowapp's direct channel and on plain ASGI (uvicorn's own protocol, no extension)."""
 
 CUSTOM = {"from": "+4915100000001", "to": "4921100000002", "direction": "inbound"}
 

@@ -14,7 +14,7 @@ from flowapp import BargeIn, Speak
 from flowapp.audio.g711 import ulaw_encode
 from flowapp.settings import ServerSettings
 from tests.conftest import StartServer
-from tests.live.calls import CUSTOM, RecordingApp
+from tests.live.calls import BOTH_MEDIA_PATHS, CUSTOM, RecordingApp
 from tests.live.carrier import Carrier
 
 GREETING = Speak(text="Hello there, this is a test of bad input.", barge_in=BargeIn.none())
@@ -24,9 +24,10 @@ def ulaw_silence(n_bytes: int) -> str:
     return base64.b64encode(ulaw_encode(np.zeros(n_bytes, dtype=np.int16))).decode("ascii")
 
 
-async def test_garbage_is_dropped_and_the_call_goes_on(live_server: StartServer) -> None:
+@BOTH_MEDIA_PATHS
+async def test_garbage_is_dropped_and_the_call_goes_on(live_server: StartServer, ws: object) -> None:
     rec = RecordingApp({"session_start": GREETING})
-    server = live_server(rec.app)
+    server = live_server(rec.app, ws=ws)
     async with Carrier.connect(server.ws_url, CUSTOM, start=False) as carrier:
         await carrier.send({"event": "media", "media": {"payload": ulaw_silence(160)}})
         await carrier.start(CUSTOM)
@@ -51,9 +52,10 @@ async def test_garbage_is_dropped_and_the_call_goes_on(live_server: StartServer)
     assert [e.reason for e in rec.of("session_end")] == ["stream_stopped"]
 
 
-async def test_oversized_message_closes_only_that_call(live_server: StartServer) -> None:
+@BOTH_MEDIA_PATHS
+async def test_oversized_message_closes_only_that_call(live_server: StartServer, ws: object) -> None:
     rec = RecordingApp({"session_start": GREETING})
-    server = live_server(rec.app, ServerSettings(max_media_message_bytes=4096))
+    server = live_server(rec.app, ServerSettings(max_media_message_bytes=4096), ws=ws)
     async with Carrier.connect(server.ws_url, CUSTOM) as good, Carrier.connect(server.ws_url, CUSTOM) as bad:
         await bad.send({"event": "media", "media": {"payload": ulaw_silence(8000)}})
         await bad.closed()
@@ -64,9 +66,10 @@ async def test_oversized_message_closes_only_that_call(live_server: StartServer)
     assert sorted(e.reason for e in rec.of("session_end")) == ["message exceeds 4096 bytes", "stream_stopped"]
 
 
-async def test_a_flood_faster_than_real_time_is_closed_with_a_reason(live_server: StartServer) -> None:
+@BOTH_MEDIA_PATHS
+async def test_a_flood_faster_than_real_time_is_closed_with_a_reason(live_server: StartServer, ws: object) -> None:
     rec = RecordingApp({"session_start": GREETING})
-    server = live_server(rec.app)
+    server = live_server(rec.app, ws=ws)
     async with Carrier.connect(server.ws_url, CUSTOM) as flood, Carrier.connect(server.ws_url, CUSTOM) as calm:
         calm_stream = asyncio.create_task(calm.silence(3))
         frame = json.dumps(flood.media_message(ulaw_encode(np.zeros(160, dtype=np.int16))))

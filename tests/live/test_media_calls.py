@@ -12,7 +12,7 @@ import httpx
 from flowapp import BargeIn, Hangup, Speak
 from flowapp.settings import ServerSettings
 from tests.conftest import StartServer
-from tests.live.calls import CUSTOM, LONG_TEXT, RecordingApp, caller_speech
+from tests.live.calls import BOTH_MEDIA_PATHS, CUSTOM, LONG_TEXT, RecordingApp, caller_speech
 from tests.live.carrier import Carrier
 
 CONTROL = ServerSettings(insecure_control=True)
@@ -29,9 +29,10 @@ async def wait_until(condition: object, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_greeting_is_streamed_and_stop_ends_the_call_once(live_server: StartServer) -> None:
+@BOTH_MEDIA_PATHS
+async def test_greeting_is_streamed_and_stop_ends_the_call_once(live_server: StartServer, ws: object) -> None:
     rec = RecordingApp({"session_start": greeting(BargeIn.none(), "Hello, and welcome.")})
-    server = live_server(rec.app, CONTROL)
+    server = live_server(rec.app, CONTROL, ws=ws)
     async with Carrier.connect(server.ws_url, CUSTOM) as carrier:
         streaming = asyncio.create_task(carrier.silence(4))
         await carrier.wait_for("media", count=25)
@@ -57,9 +58,10 @@ async def test_greeting_is_streamed_and_stop_ends_the_call_once(live_server: Sta
     assert len(rec.app.calls) == 0
 
 
-async def test_immediate_barge_in_on_real_speech_sends_clear(live_server: StartServer) -> None:
+@BOTH_MEDIA_PATHS
+async def test_immediate_barge_in_on_real_speech_sends_clear(live_server: StartServer, ws: object) -> None:
     rec = RecordingApp({"session_start": greeting(BargeIn.immediate())})
-    server = live_server(rec.app)
+    server = live_server(rec.app, ws=ws)
     async with Carrier.connect(server.ws_url, CUSTOM) as carrier:
         await carrier.wait_for("media", count=40)
         await carrier.stream(caller_speech("please-try-again", tail_ms=1200))
@@ -150,9 +152,10 @@ async def test_dtmf_reaches_the_app_and_its_reply_is_played(live_server: StartSe
     assert rec.of("assistant_speak")[0].text == "You pressed a key."
 
 
-async def test_dropped_socket_ends_the_call_once(live_server: StartServer) -> None:
+@BOTH_MEDIA_PATHS
+async def test_dropped_socket_ends_the_call_once(live_server: StartServer, ws: object) -> None:
     rec = RecordingApp({"session_start": greeting(BargeIn.immediate())})
-    server = live_server(rec.app)
+    server = live_server(rec.app, ws=ws)
     async with Carrier.connect(server.ws_url, CUSTOM) as carrier:
         await carrier.wait_for("media", count=5)
         carrier.ws.transport.abort()
@@ -163,9 +166,10 @@ async def test_dropped_socket_ends_the_call_once(live_server: StartServer) -> No
     assert len(rec.app.calls) == 0
 
 
-async def test_app_hangup_closes_the_stream(live_server: StartServer) -> None:
+@BOTH_MEDIA_PATHS
+async def test_app_hangup_closes_the_stream(live_server: StartServer, ws: object) -> None:
     rec = RecordingApp({"session_start": [Speak(text="Goodbye.", barge_in=BargeIn.none()), Hangup()]})
-    server = live_server(rec.app)
+    server = live_server(rec.app, ws=ws)
     async with Carrier.connect(server.ws_url, CUSTOM) as carrier:
         streaming = asyncio.create_task(carrier.silence(4))
         await carrier.closed()
