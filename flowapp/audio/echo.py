@@ -9,15 +9,17 @@ double talk still counts as speech.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from flowapp.audio.frames import FRAME_SAMPLES, SAMPLE_RATE
+from flowapp.audio.frames import FRAME_MS, FRAME_SAMPLES
 from flowapp.audio.vad import CascadeDetector, SpeechDetector, WebRtcDetector
 
-_FFT_SIZE = 4096
+_BLOCK_FFT = 2 * FRAME_SAMPLES
+_ODD_BINS_NEGATED = (-1.0) ** np.arange(_BLOCK_FFT // 2 + 1)
 _SILENT_FRAME = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 _TRACK = 16
 """Samples either side of the learned delay checked per frame (2 ms: the path drifts little)."""
@@ -26,6 +28,10 @@ _LOCKED_BONUS = 0.15
 """How much the correlation threshold drops near a learned delay."""
 _QUIET_ENERGY = FRAME_SAMPLES * (32768 * 10 ** (-70 / 20)) ** 2
 """A frame quieter than -70 dBFS after pre-emphasis (about -60 dBFS before) is line noise at most."""
+_CLEAR_MISS = 0.3
+"""A search whose best match is this weak heard the caller, not echo, and the caller's next frame is taken
+for the caller's too, unsearched: that halves the searches of double talk, and echo right after a caller's
+last frame passes as speech for one frame at most."""
 _RESEARCH_EVERY = 10
 """With a known echo path, a frame that does not match it is the caller's; look for a moved path now and then."""
 _ENERGY_MARGIN = 2.0
@@ -54,8 +60,17 @@ class EchoGuard:
     def _set(self, enabled: bool, max_delay_ms: int, correlation: float) -> None:
         self.enabled = enabled
         self.correlation = correlation
-        self.max_lag = max_delay_ms * SAMPLE_RATE // 1000
-        self._history = np.zeros(self.max_lag + FRAME_SAMPLES, dtype=np.float64)
+        self._blocks = -(-max_delay_ms // FRAME_MS) + 1
+        """Frames in the echo window: the delay is searched in whole frames' worth of lags, rounded up."""
+        self.max_lag = (self._blocks - 1) * FRAME_SAMPLES
+        self._played: deque[npt.NDArray[np.int16]] = deque([_SILENT_FRAME] * (self._blocks + 1), self._blocks + 1)
+        """One frame more than the window: the oldest frame's pre-emphasis needs the sample before it."""
+        self._spectra = np.zeros((self._blocks, _BLOCK_FFT // 2 + 1), dtype=np.complex128)
+        """Each window frame's spectrum, in a ring: computed the first time a search needs it, kept while it stays."""
+        self._spectrum_known = [True] * self._blocks
+        self._oldest = 0
+        """Ring position of the oldest window frame."""
+        self._reference: npt.NDArray[np.float64] | None = None
         self._active_frames = 0
         self._lag: int | None = None
         """Index into the history windows of the echo path's delay, once learned."""
@@ -63,18 +78,54 @@ class EchoGuard:
         """Energy ratio echo / reference of that path."""
         self._candidate: int | None = None
         self._since_search = 0
-        self._out_last = 0.0
         self._in_last = 0.0
+        self._step = 0
+        self._caller_step = -1
+        """The step after a search that clearly heard the caller: that step's frame is the caller's too."""
 
     def play(self, frame: npt.NDArray[np.int16]) -> None:
-        """Record one outbound frame, in step with the inbound frame of the same 20 ms."""
+        """Record one outbound frame, in step with the inbound frame of the same 20 ms.
+
+        Every frame the assistant speaks passes here, but only frames the screen flags are ever checked:
+        the reference is assembled (and pre-emphasised) only when one is.
+        """
+        self._step += 1
         sounding = bool(frame.any())
         if not sounding and self._active_frames == 0:
             return  # the whole window is silence already: nothing to shift (most of a call's frames)
-        history = self._history
-        history[:-FRAME_SAMPLES] = history[FRAME_SAMPLES:]
-        history[-FRAME_SAMPLES:] = self._emphasis(frame, "_out_last")
-        self._active_frames = self.max_lag // FRAME_SAMPLES + 1 if sounding else max(0, self._active_frames - 1)
+        self._played.append(frame)
+        self._spectrum_known[self._oldest] = False
+        self._oldest = (self._oldest + 1) % self._blocks
+        self._reference = None
+        self._active_frames = self._blocks if sounding else max(0, self._active_frames - 1)
+
+    @property
+    def _history(self) -> npt.NDArray[np.float64]:
+        """The outbound audio of the echo window, oldest first, pre-emphasised."""
+        if self._reference is None:
+            played = np.concatenate(self._played).astype(np.float64)
+            self._reference = played[FRAME_SAMPLES:] - _PRE_EMPHASIS * played[FRAME_SAMPLES - 1 : -1]
+        return self._reference
+
+    def _window_spectra(self) -> npt.NDArray[np.complex128]:
+        """Spectra of each window frame followed by the next (the newest by silence), as `_BLOCK_FFT` points.
+
+        A pair's spectrum is the sum of its two frames' zero-padded spectra, the second shifted by one
+        frame, which at `_BLOCK_FFT` = 2 frames is a sign flip of the odd bins. So each frame is
+        transformed once while it stays in the window, not once per search.
+        """
+        blocks, oldest, known = self._blocks, self._oldest, self._spectrum_known
+        missing = [k for k in range(blocks) if not known[(oldest + k) % blocks]]
+        if missing:
+            frames = self._history.reshape(blocks, FRAME_SAMPLES)[missing]
+            slots = [(oldest + k) % blocks for k in missing]
+            self._spectra[slots] = np.fft.rfft(frames, _BLOCK_FFT, axis=1)
+            for slot in slots:
+                known[slot] = True
+        single = np.roll(self._spectra, -oldest, axis=0) if oldest else self._spectra
+        pairs = single.copy()
+        pairs[:-1] += single[1:] * _ODD_BINS_NEGATED
+        return pairs
 
     @property
     def active(self) -> bool:
@@ -86,10 +137,12 @@ class EchoGuard:
         self.last_explained = False
         if not self.active:
             return False
-        x = self._emphasis(frame, "_in_last")
+        x = self._emphasis(frame)
         x_energy = float(x @ x)
         if x_energy < _QUIET_ENERGY:
             return False  # below anything a detector would call speech: not worth a look
+        if self._step == self._caller_step:
+            return False
         if self._lag is not None:
             near = self._near_lag(x, x_energy)
             if near is not None:
@@ -129,14 +182,16 @@ class EchoGuard:
         if x_energy > float(window_energy.max()) * self.loudness_margin:
             self._candidate = None
             return False  # louder than anything played lately: not (only) echo, and no FFT needed
-        # Correlation of the frame with every window of the reference, via one FFT product.
-        spectrum = np.fft.rfft(h, _FFT_SIZE) * np.conj(np.fft.rfft(x, _FFT_SIZE))
-        xcorr = np.fft.irfft(spectrum, _FFT_SIZE)[: len(h) - FRAME_SAMPLES + 1]
+        # Correlation of the frame with every window of the reference: lags 0..159 of each pair of frames.
+        pairs = self._window_spectra() * np.conj(np.fft.rfft(x, _BLOCK_FFT))
+        xcorr = np.fft.irfft(pairs, _BLOCK_FFT, axis=1)[:, :FRAME_SAMPLES].ravel()[: self.max_lag + 1]
         ncc = np.abs(xcorr) / np.sqrt(np.maximum(window_energy, 1e-9) * x_energy)
         best = int(np.argmax(ncc))
         self.last_correlation = float(ncc[best])
         if self.last_correlation < self.correlation or x_energy > window_energy[best] * self.loudness_margin:
             self._candidate = None
+            if self.last_correlation < _CLEAR_MISS:
+                self._caller_step = self._step + 1
             return False
         gain = x_energy / max(float(window_energy[best]), 1e-9)
         # One strong match may be chance (voiced speech resembles voiced speech at some delay among hundreds):
@@ -150,11 +205,11 @@ class EchoGuard:
         self._gain = gain if self._lag is None else 0.8 * self._gain + 0.2 * gain
         self._lag = lag
 
-    def _emphasis(self, frame: npt.NDArray[np.int16], state: str) -> npt.NDArray[np.float64]:
+    def _emphasis(self, frame: npt.NDArray[np.int16]) -> npt.NDArray[np.float64]:
         """Pre-emphasis: without it the low-frequency bulk of any voiced speech correlates with any other."""
         x = frame.astype(np.float64)
-        previous = float(getattr(self, state))
-        setattr(self, state, float(x[-1]))
+        previous = self._in_last
+        self._in_last = float(x[-1])
         out = np.empty_like(x)
         out[0] = x[0] - _PRE_EMPHASIS * previous
         out[1:] = x[1:] - _PRE_EMPHASIS * x[:-1]
