@@ -31,7 +31,9 @@ _QUIET_ENERGY = FRAME_SAMPLES * (32768 * 10 ** (-70 / 20)) ** 2
 _CLEAR_MISS = 0.3
 """A search whose best match is this weak heard the caller, not echo, and the caller's next frame is taken
 for the caller's too, unsearched: that halves the searches of double talk, and echo right after a caller's
-last frame passes as speech for one frame at most."""
+last frame passes as speech for one frame at most. Once the assistant has gone quiet (a barge-in stopped it)
+its echo only fades, so the caller keeps the benefit for as long as they go on talking without a pause:
+the fading tail can lengthen their speech by the echo delay at most, never start it."""
 _RESEARCH_EVERY = 10
 """With a known echo path, a frame that does not match it is the caller's; look for a moved path now and then."""
 _ENERGY_MARGIN = 2.0
@@ -80,6 +82,7 @@ class EchoGuard:
         self._since_search = 0
         self._in_last = 0.0
         self._step = 0
+        self._sounding = False
         self._caller_step = -1
         """The step after a search that clearly heard the caller: that step's frame is the caller's too."""
 
@@ -90,7 +93,7 @@ class EchoGuard:
         the reference is assembled (and pre-emphasised) only when one is.
         """
         self._step += 1
-        sounding = bool(frame.any())
+        sounding = self._sounding = bool(frame.any())
         if not sounding and self._active_frames == 0:
             return  # the whole window is silence already: nothing to shift (most of a call's frames)
         self._played.append(frame)
@@ -142,6 +145,8 @@ class EchoGuard:
         if x_energy < _QUIET_ENERGY:
             return False  # below anything a detector would call speech: not worth a look
         if self._step == self._caller_step:
+            if not self._sounding:
+                self._caller_step += 1  # the assistant has gone quiet: its echo only fades from here
             return False
         if self._lag is not None:
             near = self._near_lag(x, x_energy)

@@ -22,6 +22,12 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.exceptions import InvalidState
 from websockets.frames import Frame
 from websockets.http11 import Request
+from websockets.protocol import State
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - websockets built without its C extension
+    from websockets.utils import apply_mask
 
 logger = logging.getLogger("flowapp.direct")
 
@@ -118,10 +124,103 @@ def _text_header(length: int) -> bytes:
 
 
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O protocol with the `flowapp.direct` extension; plain ASGI until a receiver attaches."""
+    """uvicorn's sans-I/O protocol with the `flowapp.direct` extension; plain ASGI until a receiver attaches.
+
+    Incoming bytes are cut into whole frames here before websockets sees them. For an attached receiver,
+    a complete, final, masked, uncompressed text frame (every media message) is unmasked (with websockets'
+    C helper) and delivered at once: websockets' general parser costs more per message than the rest of
+    the receive path together. Every other frame (control frames, fragments, compressed or binary
+    frames, anything malformed) goes to websockets whole, so its parser always starts at a frame boundary
+    and keeps deciding everything the protocol requires.
+    """
 
     _receiver: DirectReceiver | None = None
     _closed_notified = False
+    _upgraded = False
+    """The upgrade request has gone to websockets whole: from here on the bytes are frames."""
+    _request_tail = b""
+    _pending = b""
+    """The start of a frame whose end has not arrived yet."""
+    _bypass = False
+    """A frame websockets will fail the connection on was handed over: everything after it goes there too."""
+
+    def data_received(self, data: bytes) -> None:
+        if self._bypass:
+            super().data_received(data)
+            return
+        if not self._upgraded:
+            data = self._pass_request(data)
+        if data:
+            self._split_frames(self._pending + data if self._pending else data)
+
+    def _pass_request(self, data: bytes) -> bytes:
+        """Hand websockets the HTTP upgrade request, and return what follows it (frames sent right behind)."""
+        seen = self._request_tail + data
+        end = seen.find(b"\r\n\r\n")
+        if end < 0:
+            self._request_tail = seen[-3:]
+            super().data_received(data)
+            return b""
+        cut = end + 4 - len(self._request_tail)
+        self._upgraded = True
+        self._request_tail = b""
+        super().data_received(data[:cut])
+        return data[cut:]
+
+    def _split_frames(self, data: bytes) -> None:
+        pos, size = 0, len(data)
+        slow_from: int | None = None
+        limit = self.conn.max_message_size
+        fast = self._fast_path_open()
+        while size - pos >= 2:
+            first, second = data[pos], data[pos + 1]
+            length, head = second & 0x7F, pos + 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length, head = data[pos + 2] << 8 | data[pos + 3], pos + 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length, head = int.from_bytes(data[pos + 2 : pos + 10], "big"), pos + 10
+            if not second & 0x80 or (limit is not None and length > limit):
+                self._bypass = True  # unmasked or too big: websockets closes with 1002 or 1009
+                slow_from = pos if slow_from is None else slow_from
+                pos = size
+                break
+            end = head + 4 + length
+            if end > size:
+                break
+            if fast and first == 0x81 and slow_from is not None:
+                super().data_received(data[slow_from:pos])  # frames before this one go first, in order
+                slow_from = None
+                fast = self._fast_path_open()
+            if fast and first == 0x81:
+                self._deliver_text(apply_mask(data[head + 4 : end], data[head : head + 4]))
+                fast = self._fast_path_open()
+            elif slow_from is None:
+                slow_from = pos
+            pos = end
+        if slow_from is not None:
+            super().data_received(data[slow_from:pos])
+        self._pending = data[pos:] if pos < size else b""
+
+    def _fast_path_open(self) -> bool:
+        conn = self.conn
+        return (
+            self._receiver is not None
+            and not self.close_sent
+            and conn.state is State.OPEN
+            and not conn.expect_continuation_frame
+        )
+
+    def _deliver_text(self, payload: bytes) -> None:
+        try:
+            text = payload.decode()
+        except UnicodeDecodeError:
+            self._fail(INVALID_DATA, "invalid UTF-8 in a text message")
+            return
+        self._deliver(text)
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)

@@ -16,6 +16,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
+from uvicorn.server import ServerState
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -228,3 +229,168 @@ async def test_plain_uvicorn_offers_no_direct_channel() -> None:
             with pytest.raises(ConnectionClosed):
                 await ws.recv()
         assert served.offered == [False]
+
+
+# The frame splitter, byte by byte: a protocol instance on an in-memory transport --------------------------
+
+
+class MemoryTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+
+def client_frame(opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True, rsv1: bool = False) -> bytes:
+    key = os.urandom(4) if masked else b""
+    n = len(payload)
+    first = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
+    if n < 126:
+        head = bytes((first, (0x80 if masked else 0) | n))
+    elif n < 65536:
+        head = bytes((first, (0x80 if masked else 0) | 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((first, (0x80 if masked else 0) | 127)) + n.to_bytes(8, "big")
+    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload)) if masked else payload
+    return head + key + body
+
+
+UPGRADE = (
+    b"GET /echo HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def open_in_memory(max_size: int = 1 << 20) -> tuple[DirectWebSocketProtocol, MemoryTransport, Echo]:
+    echoes: list[Echo] = []
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        channel = open_direct(websocket.scope)
+        assert channel is not None
+        echo = Echo(channel)
+        echoes.append(echo)
+        channel.receive_with(echo)
+        await echo.done.wait()
+
+    config = uvicorn.Config(
+        Starlette(routes=[WebSocketRoute("/echo", endpoint)]), ws_max_size=max_size, log_config=None
+    )
+    config.load()
+    protocol = DirectWebSocketProtocol(config, ServerState(), {})
+    transport = MemoryTransport()
+    protocol.connection_made(transport)
+    return protocol, transport, echoes  # type: ignore[return-value]
+
+
+async def attached(protocol: DirectWebSocketProtocol, echoes: object) -> Echo:
+    found: list[Echo] = echoes  # type: ignore[assignment]
+    await wait_until(lambda: bool(found))
+    return found[0]
+
+
+def server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """(opcode, payload) of each unmasked server frame in `data` (after the 101 response)."""
+    data = data[data.index(b"\r\n\r\n") + 4 :]
+    out = []
+    while data:
+        n, pos = data[1] & 0x7F, 2
+        if n == 126:
+            n, pos = int.from_bytes(data[2:4], "big"), 4
+        elif n == 127:
+            n, pos = int.from_bytes(data[2:10], "big"), 10
+        out.append((data[0] & 0x0F, data[pos : pos + n]))
+        data = data[pos + n :]
+    return out
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 100_000])
+async def test_frames_in_any_chunking_arrive_whole_and_in_order(chunk: int) -> None:
+    protocol, transport, echoes = await open_in_memory()
+    protocol.data_received(UPGRADE + client_frame(0x1, b"pipelined behind the request"))
+    echo = await attached(protocol, echoes)
+    stream = (
+        client_frame(0x9, b"ping!")
+        + client_frame(0x1, ("ü" * 100).encode())
+        + client_frame(0x1, b"frag", fin=False)
+        + client_frame(0x0, b"mented", fin=True)
+        + client_frame(0x2, b"\x00\x01")
+        + client_frame(0x1, b"x" * 70_000)
+        + client_frame(0x1, b"")
+        + client_frame(0x1, b"last")
+    )
+    for k in range(0, len(stream), chunk):
+        protocol.data_received(stream[k : k + chunk])
+    await wait_until(lambda: len(echo.texts) == 6)
+    assert echo.texts == ["pipelined behind the request", "ü" * 100, "fragmented", "x" * 70_000, "", "last"]
+    assert echo.binaries == [b"\x00\x01"]
+    assert (0xA, b"ping!") in server_frames(bytes(transport.written)), "the ping was answered by websockets"
+    protocol.connection_lost(None)
+
+
+async def test_an_unmasked_client_frame_fails_the_connection_with_1002() -> None:
+    protocol, transport, echoes = await open_in_memory()
+    protocol.data_received(UPGRADE)
+    echo = await attached(protocol, echoes)
+    protocol.data_received(client_frame(0x1, b"fine") + client_frame(0x1, b"unmasked", masked=False))
+    protocol.data_received(client_frame(0x1, b"never delivered"))
+    assert echo.texts == ["fine"]
+    close = [payload for opcode, payload in server_frames(bytes(transport.written)) if opcode == 0x8]
+    assert close and int.from_bytes(close[0][:2], "big") == 1002
+    protocol.connection_lost(None)
+
+
+async def test_a_frame_over_the_size_limit_fails_the_connection_with_1009() -> None:
+    protocol, transport, echoes = await open_in_memory(max_size=1000)
+    protocol.data_received(UPGRADE)
+    echo = await attached(protocol, echoes)
+    protocol.data_received(client_frame(0x1, b"y" * 1001)[:50])
+    assert echo.texts == []
+    close = [payload for opcode, payload in server_frames(bytes(transport.written)) if opcode == 0x8]
+    assert close and int.from_bytes(close[0][:2], "big") == 1009
+    protocol.connection_lost(None)
+
+
+async def test_text_after_the_peer_closes_is_not_delivered() -> None:
+    protocol, _, echoes = await open_in_memory()
+    protocol.data_received(UPGRADE)
+    echo = await attached(protocol, echoes)
+    protocol.data_received(client_frame(0x8, (1000).to_bytes(2, "big")) + client_frame(0x1, b"after close"))
+    assert echo.texts == [] and echo.closed == 1
+    protocol.connection_lost(None)
+
+
+async def test_plain_text_frames_bypass_the_websockets_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    protocol, _, echoes = await open_in_memory()
+    protocol.data_received(UPGRADE)
+    echo = await attached(protocol, echoes)
+    parsed: list[bytes] = []
+    receive_data = protocol.conn.receive_data
+    monkeypatch.setattr(protocol.conn, "receive_data", lambda data: (parsed.append(bytes(data)), receive_data(data)))
+    texts = [client_frame(0x1, f"media {k}".encode()) for k in range(50)]
+    protocol.data_received(b"".join(texts[:25]))
+    protocol.data_received(b"".join(texts[25:]) + client_frame(0x9, b"p"))
+    assert echo.texts == [f"media {k}" for k in range(50)]
+    assert len(parsed) == 1 and parsed[0].startswith(b"\x89"), "only the ping went through websockets"
+    protocol.connection_lost(None)
