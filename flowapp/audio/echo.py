@@ -93,7 +93,7 @@ class EchoGuard:
         the reference is assembled (and pre-emphasised) only when one is.
         """
         self._step += 1
-        sounding = self._sounding = bool(frame.any())
+        sounding = self._sounding = bool(np.count_nonzero(frame))
         if not sounding and self._active_frames == 0:
             return  # the whole window is silence already: nothing to shift (most of a call's frames)
         self._played.append(frame)

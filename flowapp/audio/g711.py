@@ -40,4 +40,6 @@ def alaw_decode(data: bytes) -> Pcm:
 
 
 def _pcm_bytes(pcm: npt.ArrayLike) -> bytes:
+    if isinstance(pcm, np.ndarray) and pcm.dtype == np.int16 and pcm.ndim == 1:
+        return pcm.tobytes()  # every live frame: skip as_pcm's checks
     return as_pcm(pcm).tobytes()
