@@ -388,6 +388,8 @@ class CallEngine:
         options = self.turn_handling.interruption
         if not options.enabled:
             return
+        if self.turn is None and not self.vad.speaking and options.mode != "adaptive":
+            return  # no speech and no words: the rule cannot trigger (the common case, so skip building it)
         activity = self._caller_activity()
         trigger = automatic_trigger(item.barge_in, item.played_ms, activity)
         if options.mode == "adaptive" and self._interruptible(item) and item.played_ms >= item.barge_in.allow_after_ms:

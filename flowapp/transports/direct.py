@@ -197,7 +197,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
                 fast = self._fast_path_open()
             if fast and first == 0x81:
                 self._deliver_text(apply_mask(data[head + 4 : end], data[head : head + 4]))
-                fast = self._fast_path_open()
+                fast = not self.close_sent  # the receiver may have closed; nothing else changed
             elif slow_from is None:
                 slow_from = pos
             pos = end
