@@ -421,10 +421,10 @@ def run_one(
             carriers = asyncio.create_task(run_carriers(port, calls, ramp_s, steady))
             await steady.wait()
             await asyncio.sleep(1.0)
-            t0, c0, k0 = time.monotonic(), server.cpu_seconds(), _own_cpu_seconds()
+            t0, c0, k0, s0 = time.monotonic(), server.cpu_seconds(), _own_cpu_seconds(), _stolen_seconds()
             window = max(2.0, seconds - ramp_s - 3.0)
             lags = await _loop_lags(window)
-            t1, c1, k1 = time.monotonic(), server.cpu_seconds(), _own_cpu_seconds()
+            t1, c1, k1, s1 = time.monotonic(), server.cpu_seconds(), _own_cpu_seconds(), _stolen_seconds()
             span = t1 - t0
             figures.update(
                 steady_from=t0,
@@ -433,6 +433,7 @@ def run_one(
                 sys=(c1[1] - c0[1]) / span,
                 carriers=(k1 - k0) / span,
                 carrier_lag_p99=pct(lags, 99),
+                stolen=(s1 - s0) / span,
                 rss=server.rss_bytes(),
             )
             await carriers
@@ -460,6 +461,7 @@ def run_one(
         "sys_pct": figures["sys"] * 100,
         "carriers_pct": figures["carriers"] * 100,
         "carrier_lag_p99": figures["carrier_lag_p99"],
+        "stolen_pct": figures["stolen"] * 100,
         "cpu_per_call_pct": figures["cpu"] * 100 / n_calls,
         "late_p50": pct(late, 50),
         "late_p99": pct(late, 99),
@@ -489,6 +491,15 @@ async def _loop_lags(seconds: float) -> list[float]:
     return lags
 
 
+def _stolen_seconds() -> float:
+    """Time the hypervisor took CPU 0 away from this VM: on a shared host the server then falls behind."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0] == f"cpu{SERVER_CPU}" and len(fields) > 8:
+            return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 def _own_cpu_seconds() -> float:
     """The carriers' CPU time: near 100% their clock readings, not the server, would set the figures."""
     times = os.times()
@@ -510,6 +521,7 @@ COLUMNS = (
     ("sys_pct", "of it sys %", "{:.1f}"),
     ("carriers_pct", "carriers CPU %", "{:.0f}"),
     ("carrier_lag_p99", "carrier lag p99 ms", "{:.1f}"),
+    ("stolen_pct", "CPU0 stolen %", "{:.1f}"),
     ("cpu_per_call_pct", "CPU/call %", "{:.3f}"),
     ("late_p50", "late p50 ms", "{:.1f}"),
     ("late_p99", "late p99 ms", "{:.1f}"),
