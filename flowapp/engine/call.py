@@ -422,6 +422,15 @@ class CallEngine:
         )
 
     def _pause(self, item: PlaybackItem, trigger: Trigger) -> None:
+        """Stop the item where the caller stopped hearing it.
+
+        A live transport clears the carrier's buffer on a pause, so what it sent but the caller did not
+        hear yet (and the frame of this very step, never sent) is gone: the item is rewound by that much,
+        and a resume replays it instead of skipping it.
+        """
+        if self._unheard_ms is not None:
+            unheard_frames = self._unheard_ms() // FRAME_MS
+            item.position = max(0, item.position - unheard_frames * FRAME_SAMPLES)
         speech_start = self.vad.speech_started_ms if self.vad.speech_started_ms is not None else self.now_ms
         self.pause = Pause(item, self.now_ms, trigger, self._item_baseline_chars, speech_start)
         self._emit(ev.AssistantSpeechPaused(session=self.session, played_ms=item.played_ms))

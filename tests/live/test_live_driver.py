@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
-from flowapp import FlowApp
+import numpy as np
+
+from flowapp import BargeIn, FlowApp, Speak
+from flowapp.audio.frames import FRAME_SAMPLES, split_frames
+from flowapp.audio.g711 import ulaw_encode
 from flowapp.engine.live import MARK_EVERY_FRAMES, InboundAudio, LiveDriver, Playout, Ticker
 from flowapp.engine.render import Renderer
 from flowapp.protocol.events import SessionInfo
 from flowapp.settings import ServerSettings
 from flowapp.transports.media import engine_config
+from tests.engine.harness import true_onset_ms
+from tests.media import espeak
 
 
 class Clock:
@@ -121,3 +127,64 @@ def test_an_in_process_apps_turn_handling_and_judge_reach_live_calls() -> None:
     driver = LiveDriver(SessionInfo(id="live-1"), app, Renderer(), NullOutlet(), config=config)
     assert driver.engine.turn_handling.interruption.mode == "adaptive"
     assert driver.engine._hook is judge
+
+
+class RecordingOutlet(NullOutlet):
+    def __init__(self) -> None:
+        self.sent: list[bytes | str] = []
+
+    def media(self, ulaw: bytes) -> None:
+        self.sent.append(ulaw)
+
+    def clear(self) -> None:
+        self.sent.append("clear")
+
+
+class NoTicker(Ticker):
+    """The test steps the call itself, as fast as it likes."""
+
+    def add(self, call: object) -> None: ...
+
+    def align(self, call: object) -> None: ...
+
+    def remove(self, call: object) -> None: ...
+
+
+async def test_a_resumed_item_replays_what_the_clear_took_from_the_caller() -> None:
+    """Paused, the carrier's buffer is cleared: on resume the caller hears every frame of the item, none skipped."""
+    text = "Thanks for calling. Our opening hours are Monday to Friday from eight in the morning to six."
+    app = FlowApp(
+        turn_handling={"interruption": {"resume_false_interruption": True, "false_interruption_timeout": 0.6}}
+    )
+
+    @app.on_session_start
+    def greet() -> Speak:
+        return Speak(text=text, barge_in=BargeIn.immediate())
+
+    config = engine_config(ServerSettings(vad_detector="webrtc"), app)
+    outlet = RecordingOutlet()
+    driver = LiveDriver(SessionInfo(id="live-2"), app, Renderer(), outlet, config=config, ticker=NoTicker())
+    driver.start()
+    for _ in range(500):
+        if driver.engine.audible:
+            break
+        await asyncio.sleep(0.01)
+    hm = espeak("hm")
+    onset = int(true_onset_ms(hm) * 8)
+    caller = np.concatenate([np.zeros(8 * 1500, np.int16), hm[onset : onset + 8 * 250], np.zeros(8 * 3000, np.int16)])
+    for k in range(len(caller) // FRAME_SAMPLES):
+        driver.feed(ulaw_encode(caller[k * FRAME_SAMPLES : (k + 1) * FRAME_SAMPLES]))
+        driver.tick()
+        await asyncio.sleep(0)
+    await driver.stop("test over")
+    assert "clear" in outlet.sent, "the sound paused playback"
+    cut = outlet.sent.index("clear")
+    before, after = outlet.sent[:cut], outlet.sent[cut + 1 :]
+    rendered = Renderer().render(Speak(text=text)).pcm
+    assert rendered is not None
+    frames = [ulaw_encode(f) for f in split_frames(rendered)]
+    assert before == frames[: len(before)]
+    assert after, "playback resumed"
+    # The frame of the step that paused was never sent; the carrier echoed no marks, so it is taken to have
+    # played the rest. Playback goes on with exactly that withheld frame.
+    assert after == frames[len(before) : len(before) + len(after)]
