@@ -153,12 +153,29 @@ class CallEngine:
         """20 ms of call time: play the next frame, hear the caller's frame for the same 20 ms, then decide."""
         if self.ended:
             return _SILENCE
+        out = self._play_next()
+        self._listen(caller_frame)
+        return out
+
+    def play(self) -> np.ndarray:
+        """The assistant's next 20 ms, alone: a live driver plays on its own clock and hears the caller as
+        the carrier's frames arrive (`hear`), so a barge-in is decided the moment its audio is in."""
+        return _SILENCE if self.ended else self._play_next()
+
+    def hear(self, caller_frame: np.ndarray | None) -> None:
+        """The caller's next 20 ms (None: missing, heard as silence); call time moves on and the engine decides."""
+        if not self.ended:
+            self._listen(caller_frame)
+
+    def _play_next(self) -> np.ndarray:
         out = self._play_frame()
         self.echo_guard.play(out)
+        return out
+
+    def _listen(self, caller_frame: np.ndarray | None) -> None:
         self._hear(caller_frame if caller_frame is not None else _SILENCE)
         self.now_ms += FRAME_MS
         self._decide()
-        return out
 
     def apply(self, rendered: list[Rendered]) -> None:
         """Run one reply's actions: audio is queued in order, control actions act now."""
@@ -425,8 +442,7 @@ class CallEngine:
         """Stop the item where the caller stopped hearing it.
 
         A live transport clears the carrier's buffer on a pause, so what it sent but the caller did not
-        hear yet (and the frame of this very step, never sent) is gone: the item is rewound by that much,
-        and a resume replays it instead of skipping it.
+        hear yet is gone: the item is rewound by that much, and a resume replays it instead of skipping it.
         """
         if self._unheard_ms is not None:
             unheard_frames = self._unheard_ms() // FRAME_MS

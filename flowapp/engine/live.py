@@ -1,17 +1,20 @@
-"""Driving call engines in real time: one shared 20 ms ticker steps every live call of the process.
+"""Driving call engines in real time: the assistant plays on one shared 20 ms clock, the caller is heard
+the moment their audio arrives.
 
 A timer task per call costs a task switch per call every 20 ms; with hundreds of calls on one core that
-overhead alone eats the budget. One ticker steps all calls back to back on the same 20 ms grid instead,
+overhead alone eats the budget. One ticker plays all calls back to back on the same 20 ms grid instead,
 catching up a few ticks when the event loop was late, and skipping ticks (the carrier hears a short gap)
 rather than sending a burst after a long stall.
 
 Per call, `LiveDriver` is the glue between a carrier stream and the engine:
-- inbound audio waits in a small jitter buffer and is consumed one frame per step; a missing frame is
-  silence, and a stream faster than real time loses its oldest frames (and is closed when it keeps it up);
-- the frame each step produces is sent at once, so the carrier never holds more than a frame or two that a
-  barge-in would have to take back, and a barge-in sends `clear` before anything else;
+- the caller's frames are heard as they arrive (`CallEngine.hear`), so a barge-in is decided, and `clear`
+  sent, without waiting for the next tick; a frame still missing well after its time is heard as silence
+  so call time goes on, and a stream far ahead of the playout waits in a small jitter buffer (closed when
+  it keeps running faster than real time);
+- the frame each tick plays (`CallEngine.play`) is sent at once, so the carrier never holds more than a
+  frame or two that a barge-in would have to take back;
 - marks echoed by the carrier say how much of the sent audio was really played, for `played_ms`.
-Everything on the tick path is synchronous: the transport's `Outlet` must send without awaiting.
+Everything on these paths is synchronous: the transport's `Outlet` must send without awaiting.
 """
 
 from __future__ import annotations
@@ -45,10 +48,17 @@ MAX_CATCH_UP_TICKS = 3
 """A late loop replays at most this many ticks at once; a longer stall is skipped, not sent as a burst."""
 SLOTS = 4
 SLOT_SECONDS = TICK_SECONDS / SLOTS
-ALIGN_MARGIN_SECONDS = 0.001
-"""Arrival jitter allowed for between a carrier's frame and the step that consumes it."""
+ALIGN_MARGIN_SECONDS = 0.010
+"""A call's playout tick comes this long after its carrier's frames arrive: its frames are heard by then."""
+LISTEN_AHEAD_FRAMES = 4
+"""Frames are heard on arrival while call time is less than this far ahead of the playout clock (a burst
+after a stall is heard at once); further ahead they wait in the jitter buffer for the ticks to catch up."""
+LISTEN_BEHIND_FRAMES = 2
+"""A caller frame this far behind the playout clock is taken for missing and heard as silence, so call time
+(timers, endpointing) goes on while a carrier sends nothing. The frame, if it comes after all, is heard
+too: call time then runs a frame ahead of the playout, which costs nothing."""
 TRIM_WINDOW_TICKS = 50
-"""Jitter buffer: when for this long (1 s) a frame more than needed always waited, one is dropped."""
+"""Jitter buffer: when for this long (1 s) a frame was always left waiting after a tick, one is dropped."""
 MARK_EVERY_FRAMES = 10
 """A mark every 200 ms of sent audio bounds how stale the knowledge of what the caller heard can get."""
 FLOOD_LIMIT_FRAMES = 250
@@ -60,18 +70,22 @@ _SILENCING = frozenset({"barge_in", "assistant_speech_paused"})
 class Tickable(Protocol):
     def tick(self) -> None: ...
 
+    def listen(self) -> None:
+        """Hear the caller's frames that have arrived."""
+        ...
+
     def abort(self, reason: str) -> None:
         """The tick raised: end the call without touching the ticker again."""
         ...
 
 
 class Ticker:
-    """Steps every registered call once per 20 ms of wall time; runs only while a call is registered.
+    """Ticks every registered call once per 20 ms of wall time; runs only while a call is registered.
 
-    The 20 ms are cut into `SLOTS` phase slots, and each call is stepped in the slot just after its
-    carrier's frames arrive: a frame waits a few ms for its step instead of up to 20 on average 10, which
-    is barge-in latency, and each wake-up steps only a share of the calls, so the last call's frame of a
-    busy tick goes out sooner.
+    The 20 ms are cut into `SLOTS` phase slots, and each call is ticked in the slot a little after its
+    carrier's frames arrive (`ALIGN_MARGIN_SECONDS`): its latest frame has been heard when it plays the
+    next one, and each wake-up ticks only a share of the calls, so the last call's frame of a busy tick
+    goes out sooner.
     """
 
     _by_loop: WeakKeyDictionary[asyncio.AbstractEventLoop, Ticker] = WeakKeyDictionary()
@@ -81,6 +95,7 @@ class Ticker:
         self._slot_of: dict[int, int] = {}
         self._origin = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._to_hear: list[Tickable] = []
         self.skipped_ticks = 0
         self.late_ticks = 0
 
@@ -100,7 +115,7 @@ class Ticker:
         self.align(call)
 
     def align(self, call: Tickable) -> None:
-        """Step `call` in the first slot after now: called when its audio arrives, so it is fresh at its step."""
+        """Tick `call` in the first slot `ALIGN_MARGIN_SECONDS` after now: called when its audio arrives."""
         elapsed = asyncio.get_running_loop().time() - self._origin + ALIGN_MARGIN_SECONDS
         slot = math.ceil(elapsed / SLOT_SECONDS) % SLOTS
         key = id(call)
@@ -111,6 +126,20 @@ class Ticker:
             del self._slots[previous][key]
         self._slots[slot][key] = call
         self._slot_of[key] = slot
+
+    def hear_soon(self, call: Tickable) -> None:
+        """Hear `call`'s new frames in this turn of the event loop, together with every other call's.
+
+        Frames arrive one socket read at a time; hearing them in one batch right after the reads, rather
+        than inside each read, keeps the audio work in one tight loop as the ticks do, at no latency.
+        """
+        if not self._to_hear:
+            asyncio.get_running_loop().call_soon(self._hear_all)
+        self._to_hear.append(call)
+
+    def _hear_all(self) -> None:
+        calls, self._to_hear = self._to_hear, []
+        self._run_calls(calls, listening=True)
 
     def remove(self, call: Tickable) -> None:
         slot = self._slot_of.pop(id(call), None)
@@ -144,11 +173,17 @@ class Ticker:
                 index += 1
 
     def _tick_slot(self, calls: dict[int, Tickable]) -> None:
-        for call in list(calls.values()):
+        self._run_calls(list(calls.values()), listening=False)
+
+    def _run_calls(self, calls: list[Tickable], *, listening: bool) -> None:
+        for call in calls:
             try:
-                call.tick()
+                if listening:
+                    call.listen()
+                else:
+                    call.tick()
             except Exception:
-                logger.exception("a live call failed in its tick; it is ended, the others go on")
+                logger.exception("a live call failed; it is ended, the others go on")
                 self.remove(call)
                 try:
                     call.abort("internal_error")
@@ -258,23 +293,24 @@ class InboundAudio:
         self.frames.append(frame)
 
     def take(self) -> bytes | None:
-        """The frame for this step. A backlog that never drains (after a burst) is standing latency: trimmed."""
-        frames = self.frames
-        depth = len(frames)
+        return self.frames.popleft() if self.frames else None
+
+    def after_tick(self) -> None:
+        """A backlog that never drains (call time ran ahead, then more came) is standing latency: trimmed."""
+        depth = len(self.frames)
         if depth < self._min_depth:
             self._min_depth = depth
         self._window += 1
         if self._window >= TRIM_WINDOW_TICKS:
-            if self._min_depth >= 2:
-                frames.popleft()
+            if self._min_depth >= 1:
+                self.frames.popleft()
                 self.trimmed += 1
             self._window = 0
             self._min_depth = self.capacity
-        return frames.popleft() if frames else None
 
 
 class LiveDriver:
-    """One live call: its engine and event pump, fed by the carrier and stepped by the shared ticker."""
+    """One live call: its engine and event pump, heard as the carrier's frames come, played by the shared ticker."""
 
     def __init__(
         self,
@@ -308,17 +344,19 @@ class LiveDriver:
         self.log = call_logger(logger, session.id, transport="live")
         self.steps = 0
         self.barge_ins = 0
+        self.silent_frames = 0
+        """Caller frames heard as silence because they were missing at their time."""
+        self._played = 0
+        self._heard = 0
         self._ticker = ticker
         self._on_end = on_end
-        self._stepping = False
-        self._barged = False
         self._closed = False
         self._reported_drops = 0
         self._started_at = time.monotonic()
         """The flood check counts inbound frames against the wall clock: an overloaded server skipping ticks
         must not mistake a carrier streaming in real time for a flood."""
         self._starved = True
-        """No frame was waiting at the last step: the next one to arrive re-aligns the call's tick slot."""
+        """A frame was missing at its time: the next one to arrive re-aligns the call's tick slot."""
 
     # Lifecycle -------------------------------------------------------------------------------------
 
@@ -351,9 +389,9 @@ class LiveDriver:
     # Carrier input ---------------------------------------------------------------------------------
 
     def feed(self, ulaw: bytes) -> bool:
-        """Queue inbound audio; False when the stream runs so far ahead of real time that it must be closed.
+        """Hear inbound audio now; False when the stream runs so far ahead of real time that it must be closed.
 
-        After a step found no frame waiting, the next arrival moves the call to the tick slot just after it.
+        After a frame went missing, the next arrival moves the call to the tick slot just after it.
         """
         self.inbound.add(ulaw)
         if self._starved and self._ticker is not None:
@@ -362,6 +400,10 @@ class LiveDriver:
         if self.inbound.dropped - self._reported_drops >= 50:
             self.log.warning("inbound audio faster than real time: %d frames dropped so far", self.inbound.dropped)
             self._reported_drops = self.inbound.dropped
+        if self._ticker is not None:
+            self._ticker.hear_soon(self)
+        else:
+            self.listen()
         elapsed_frames = (time.monotonic() - self._started_at) / TICK_SECONDS
         return self.inbound.received <= elapsed_frames + FLOOD_LIMIT_FRAMES
 
@@ -390,28 +432,36 @@ class LiveDriver:
         await self.pump.push(actions)
         self.pump.kick()
 
-    # The 20 ms step --------------------------------------------------------------------------------
+    # Hearing and playing ---------------------------------------------------------------------------
+
+    def listen(self) -> None:
+        """Hear every waiting frame while call time is not too far ahead of the playout."""
+        engine = self.engine
+        while self._heard < self._played + LISTEN_AHEAD_FRAMES:
+            payload = self.inbound.take()
+            if payload is None:
+                break
+            self._heard += 1
+            engine.hear(ulaw_decode(payload))
+        if engine.outbox:
+            self.pump.kick()
 
     def tick(self) -> None:
+        """The playout clock: the assistant's next frame goes out; a caller frame long overdue is heard as silence."""
         engine = self.engine
-        payload = self.inbound.take()
-        if payload is None:
-            self._starved = True
-            frame = None
-        else:
-            frame = ulaw_decode(payload)
         audible = engine.audible
-        self._stepping = True
-        try:
-            out = engine.step(frame)
-        finally:
-            self._stepping = False
+        out = engine.play()
+        self._played += 1
         self.steps += 1
-        if self._barged:
-            self._barged = False
-            self._send_clear()
-        elif audible:
+        if audible and not engine.ended:
             self._send_frame(out, boundary=engine.current is None)
+        self.listen()
+        while self._heard < self._played - LISTEN_BEHIND_FRAMES and not engine.ended:
+            self._heard += 1
+            self.silent_frames += 1
+            self._starved = True
+            engine.hear(None)
+        self.inbound.after_tick()
         if engine.outbox:
             self.pump.kick()
         if engine.ended:
@@ -425,10 +475,6 @@ class LiveDriver:
         if name is not None:
             self.outlet.mark(name)
 
-    def _send_clear(self) -> None:
-        self.outlet.clear()
-        self.playout.cleared()
-
     def _on_record(self, record: Record) -> None:
         """A barge-in, or a pause while the engine judges one: the caller must stop hearing the item now."""
         kind = record.get("event")
@@ -436,14 +482,12 @@ class LiveDriver:
             return
         if kind == "barge_in":
             self.barge_ins += 1
-        if self._stepping:
-            self._barged = True
-        else:
-            self._send_clear()
+        self.outlet.clear()
+        self.playout.cleared()
 
     def _unheard_ms(self) -> int:
-        """Inside a step the frame just produced was not sent yet, and a barge-in means it never will be."""
-        return self.playout.unheard_ms() + (FRAME_MS if self._stepping else 0)
+        """Sent, but not yet played by the carrier (so lost to a `clear`)."""
+        return self.playout.unheard_ms()
 
     def _leave_ticker(self) -> None:
         if self._ticker is not None:

@@ -9,13 +9,21 @@ import numpy as np
 from flowapp import BargeIn, FlowApp, Speak
 from flowapp.audio.frames import FRAME_SAMPLES, split_frames
 from flowapp.audio.g711 import ulaw_encode
-from flowapp.engine.live import MARK_EVERY_FRAMES, InboundAudio, LiveDriver, Playout, Ticker
+from flowapp.engine.live import (
+    LISTEN_BEHIND_FRAMES,
+    MARK_EVERY_FRAMES,
+    InboundAudio,
+    LiveDriver,
+    Playout,
+    Tickable,
+    Ticker,
+)
 from flowapp.engine.render import Renderer
 from flowapp.protocol.events import SessionInfo
 from flowapp.settings import ServerSettings
 from flowapp.transports.media import engine_config
 from tests.engine.harness import true_onset_ms
-from tests.media import espeak
+from tests.media import asterisk_prompt, espeak
 
 
 class Clock:
@@ -88,8 +96,21 @@ class Counter:
         if self.fail:
             raise RuntimeError("boom")
 
+    def listen(self) -> None:
+        if self.fail:
+            raise RuntimeError("boom while listening")
+
     def abort(self, reason: str) -> None:
         self.aborted = reason
+
+
+async def test_a_call_failing_while_listening_is_ended_alone() -> None:
+    ticker = Ticker()
+    good, bad = Counter(), Counter(fail=True)
+    ticker.hear_soon(bad)
+    ticker.hear_soon(good)
+    await asyncio.sleep(0)
+    assert bad.aborted == "internal_error" and good.aborted is None
 
 
 async def test_one_failing_call_does_not_stop_the_ticker() -> None:
@@ -129,12 +150,20 @@ def test_an_in_process_apps_turn_handling_and_judge_reach_live_calls() -> None:
     assert driver.engine._hook is judge
 
 
-class RecordingOutlet(NullOutlet):
+class EchoingOutlet(NullOutlet):
+    """Records what is sent; echoes each mark at once, as a carrier that keeps up would."""
+
     def __init__(self) -> None:
         self.sent: list[bytes | str] = []
+        self.driver: LiveDriver | None = None
 
     def media(self, ulaw: bytes) -> None:
         self.sent.append(ulaw)
+
+    def mark(self, name: str) -> None:
+        self.sent.append(name)
+        assert self.driver is not None
+        self.driver.mark_played(name)
 
     def clear(self) -> None:
         self.sent.append("clear")
@@ -149,9 +178,13 @@ class NoTicker(Ticker):
 
     def remove(self, call: object) -> None: ...
 
+    def hear_soon(self, call: Tickable) -> None:
+        call.listen()
+
 
 async def test_a_resumed_item_replays_what_the_clear_took_from_the_caller() -> None:
-    """Paused, the carrier's buffer is cleared: on resume the caller hears every frame of the item, none skipped."""
+    """Paused, the carrier's buffer is cleared: on resume the item goes on from the last frame the caller is
+    known to have heard (the last mark echoed), so nothing is skipped."""
     text = "Thanks for calling. Our opening hours are Monday to Friday from eight in the morning to six."
     app = FlowApp(
         turn_handling={"interruption": {"resume_false_interruption": True, "false_interruption_timeout": 0.6}}
@@ -162,8 +195,9 @@ async def test_a_resumed_item_replays_what_the_clear_took_from_the_caller() -> N
         return Speak(text=text, barge_in=BargeIn.immediate())
 
     config = engine_config(ServerSettings(vad_detector="webrtc"), app)
-    outlet = RecordingOutlet()
+    outlet = EchoingOutlet()
     driver = LiveDriver(SessionInfo(id="live-2"), app, Renderer(), outlet, config=config, ticker=NoTicker())
+    outlet.driver = driver
     driver.start()
     for _ in range(500):
         if driver.engine.audible:
@@ -179,12 +213,65 @@ async def test_a_resumed_item_replays_what_the_clear_took_from_the_caller() -> N
     await driver.stop("test over")
     assert "clear" in outlet.sent, "the sound paused playback"
     cut = outlet.sent.index("clear")
-    before, after = outlet.sent[:cut], outlet.sent[cut + 1 :]
+    before = [m for m in outlet.sent[:cut] if isinstance(m, bytes)]
+    after = [m for m in outlet.sent[cut + 1 :] if isinstance(m, bytes)]
+    heard = max(int(m.removeprefix("flowapp-")) for m in outlet.sent[:cut] if isinstance(m, str))
     rendered = Renderer().render(Speak(text=text)).pcm
     assert rendered is not None
     frames = [ulaw_encode(f) for f in split_frames(rendered)]
     assert before == frames[: len(before)]
+    assert heard < len(before), "some frames were sent but not yet played when the clear took them"
     assert after, "playback resumed"
-    # The frame of the step that paused was never sent; the carrier echoed no marks, so it is taken to have
-    # played the rest. Playback goes on with exactly that withheld frame.
-    assert after == frames[len(before) : len(before) + len(after)]
+    assert after == frames[heard : heard + len(after)], "resumed at the last frame known to be heard"
+
+
+async def test_the_caller_is_heard_on_arrival_and_a_missing_frame_as_silence() -> None:
+    app = FlowApp()
+
+    @app.on_session_start
+    def greet() -> Speak:
+        return Speak(text="A long greeting that the caller will interrupt right away.", barge_in=BargeIn.immediate())
+
+    outlet = EchoingOutlet()
+    config = engine_config(ServerSettings(vad_detector="webrtc"), app)
+    driver = LiveDriver(SessionInfo(id="live-3"), app, Renderer(), outlet, config=config, ticker=NoTicker())
+    outlet.driver = driver
+    driver.start()
+    for _ in range(500):
+        if driver.engine.audible:
+            break
+        await asyncio.sleep(0.01)
+    for _ in range(3):  # the carrier sends nothing yet: call time goes on with silence, a little behind
+        driver.tick()
+    assert driver.silent_frames == 3 - LISTEN_BEHIND_FRAMES
+    assert driver.engine.now_ms == 20 * (3 - LISTEN_BEHIND_FRAMES)
+    speech = asterisk_prompt("please-try-again")
+    speech = speech[int(true_onset_ms(speech) * 8) :]
+    cleared_in = None
+    for k in range(len(speech) // FRAME_SAMPLES):
+        driver.feed(ulaw_encode(speech[k * FRAME_SAMPLES : (k + 1) * FRAME_SAMPLES]))
+        if "clear" in outlet.sent:
+            cleared_in = "feed"
+            break
+        driver.tick()
+        if "clear" in outlet.sent:
+            cleared_in = "tick"
+            break
+    assert cleared_in == "feed", "the barge-in is decided as the caller's frame arrives, not at the next tick"
+    assert driver.barge_ins == 1
+    await driver.stop("test over")
+
+
+def test_a_backlog_left_standing_for_a_second_is_trimmed() -> None:
+    inbound = InboundAudio(capacity=5)
+    for k in range(3):
+        inbound.add(bytes([k]) * 160)
+    for _ in range(49):
+        inbound.after_tick()
+    assert inbound.trimmed == 0
+    inbound.after_tick()
+    assert inbound.trimmed == 1 and inbound.take() == bytes([1]) * 160, "the oldest frame went"
+    inbound.take()
+    for _ in range(50):
+        inbound.after_tick()
+    assert inbound.trimmed == 1, "an empty buffer is no backlog"
