@@ -8,8 +8,14 @@ run in this process, pinned to CPU 1, as raw asyncio protocols (a full WebSocket
 would make the client, not the server, the bottleneck). Each carrier streams real 8 kHz speech at real-time
 pace, one 20 ms frame at its own phase, while the bot talks; every utterance barges in.
 
+A few warm-up calls first have the bot's lines synthesized once (espeak-ng would otherwise run on the
+server's core in the middle of the measurement).
+
 Reported:
-- server CPU (utime + stime from /proc over the steady window), in total and per call;
+- server CPU (utime + stime from /proc over the steady window), in total and per call, and the system
+  share of it (mostly loopback socket work);
+- the carriers' own CPU and the p99 lag of their event loop (their timestamps are only as good as that),
+  and the time the hypervisor stole from the server's core (on a shared host it decides the tail);
 - lateness of outbound frames against their 20 ms schedule: within each run of bot audio (a run ends at
   `clear`), frame k is due at base + 20k ms, base being the run's earliest-arriving frame;
 - barge-in latency on the wire: from the known speech onset in the sent audio to `clear` received, next
