@@ -250,12 +250,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.close_sent:
             return
         if self.curr_msg_data_type == "text":
-            try:
-                text = data.decode()
-            except UnicodeDecodeError:
-                self._fail(INVALID_DATA, "invalid UTF-8 in a text message")
-                return
-            self._deliver(text)
+            self._deliver_text(data)
         else:
             self._deliver(data)
 

@@ -182,6 +182,19 @@ class NoTicker(Ticker):
         call.listen()
 
 
+async def talking_driver(app: FlowApp, outlet: EchoingOutlet) -> LiveDriver:
+    """A driver on the webrtc VAD, started, once the app's greeting is playing; the test ticks it."""
+    config = engine_config(ServerSettings(vad_detector="webrtc"), app)
+    driver = LiveDriver(SessionInfo(id="live-driver"), app, Renderer(), outlet, config=config, ticker=NoTicker())
+    outlet.driver = driver
+    driver.start()
+    for _ in range(500):
+        if driver.engine.audible:
+            return driver
+        await asyncio.sleep(0.01)
+    raise AssertionError("the greeting never started")
+
+
 async def test_a_resumed_item_replays_what_the_clear_took_from_the_caller() -> None:
     """Paused, the carrier's buffer is cleared: on resume the item goes on from the last frame the caller is
     known to have heard (the last mark echoed), so nothing is skipped."""
@@ -194,15 +207,8 @@ async def test_a_resumed_item_replays_what_the_clear_took_from_the_caller() -> N
     def greet() -> Speak:
         return Speak(text=text, barge_in=BargeIn.immediate())
 
-    config = engine_config(ServerSettings(vad_detector="webrtc"), app)
     outlet = EchoingOutlet()
-    driver = LiveDriver(SessionInfo(id="live-2"), app, Renderer(), outlet, config=config, ticker=NoTicker())
-    outlet.driver = driver
-    driver.start()
-    for _ in range(500):
-        if driver.engine.audible:
-            break
-        await asyncio.sleep(0.01)
+    driver = await talking_driver(app, outlet)
     hm = espeak("hm")
     onset = int(true_onset_ms(hm) * 8)
     caller = np.concatenate([np.zeros(8 * 1500, np.int16), hm[onset : onset + 8 * 250], np.zeros(8 * 3000, np.int16)])
@@ -233,14 +239,7 @@ async def test_the_caller_is_heard_on_arrival_and_a_missing_frame_as_silence() -
         return Speak(text="A long greeting that the caller will interrupt right away.", barge_in=BargeIn.immediate())
 
     outlet = EchoingOutlet()
-    config = engine_config(ServerSettings(vad_detector="webrtc"), app)
-    driver = LiveDriver(SessionInfo(id="live-3"), app, Renderer(), outlet, config=config, ticker=NoTicker())
-    outlet.driver = driver
-    driver.start()
-    for _ in range(500):
-        if driver.engine.audible:
-            break
-        await asyncio.sleep(0.01)
+    driver = await talking_driver(app, outlet)
     for _ in range(3):  # the carrier sends nothing yet: call time goes on with silence, a little behind
         driver.tick()
     assert driver.silent_frames == 3 - LISTEN_BEHIND_FRAMES
