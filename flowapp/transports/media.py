@@ -561,6 +561,7 @@ class MediaConnection:
                     "frames_in": self.driver.inbound.received,
                     "frames_dropped": self.driver.inbound.dropped,
                     "frames_trimmed": self.driver.inbound.trimmed,
+                    "frames_missing": self.driver.silent_frames,
                     "steps": self.driver.steps,
                 },
             )
