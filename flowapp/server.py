@@ -65,6 +65,7 @@ async def _lifespan(server: Starlette) -> AsyncIterator[None]:
         logger.info("%s", DISABLED_DETAIL)
     if settings.app_url:
         logger.info("media calls are answered by the remote app at %s", settings.app_url)
+    await media.prepare(settings)
     # Everything loaded so far (modules, the app, its models) lives as long as the server: left out of the
     # garbage collector's full passes, which otherwise stall every live call's audio for tens of ms.
     gc.freeze()

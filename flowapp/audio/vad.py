@@ -136,22 +136,26 @@ _SILERO_WINDOW = 256
 class _SileroPool:
     """Silero models with a clear state, shared by all calls: loading one costs ~75 ms and ~11 MB.
 
-    Each new call asks for one more model ahead of need, up to `reserve` in all, loaded on a background
-    thread (the native load releases the GIL): neither the call's set-up nor the event loop waits for it.
-    Only a wake with no idle model left loads one on the spot.
+    Only awake cascades hold a model, a fraction of the calls at any moment, so the pool grows with demand:
+    the server loads a few at startup (`prefill`), and whenever a borrow leaves fewer than `low_water`
+    idle, one more is loaded on a background thread, ahead of need. Only a wake that finds the pool empty
+    loads one on the spot. (Loading one per call, as before, spent ~5 s of CPU while 100 calls came in,
+    and on a server confined to one core that CPU is the calls' audio.)
     """
 
-    def __init__(self, keep: int = 512, reserve: int = 64) -> None:
+    def __init__(self, keep: int = 512, low_water: int = 2) -> None:
         self.idle: list[Any] = []
         self.keep = keep
-        self.reserve_limit = reserve
+        self.low_water = low_water
         self.loaded = 0
+        self._loading = False
         self._lock = threading.Lock()
 
     def borrow(self) -> Any:
-        if self.idle:
-            return self.idle.pop()
-        return self._load()
+        model = self.idle.pop() if self.idle else self._load()
+        if len(self.idle) < self.low_water:
+            self._refill()
+        return model
 
     def give_back(self, models: list[Any]) -> None:
         while models:
@@ -160,15 +164,30 @@ class _SileroPool:
             if len(self.idle) < self.keep:
                 self.idle.append(model)
 
-    def reserve(self) -> None:
+    def _refill(self) -> None:
         with self._lock:
-            if self.loaded >= self.reserve_limit:
+            if self._loading:
                 return
+            self._loading = True
             self.loaded += 1
-        threading.Thread(target=self._load_idle, name="silero-reserve", daemon=True).start()
+        threading.Thread(target=self._load_idle, name="silero-refill", daemon=True).start()
 
     def _load_idle(self) -> None:
-        self.idle.append(self._construct())
+        try:
+            self.idle.append(self._construct())
+        finally:
+            self._loading = False
+
+    def prefill(self, count: int) -> None:
+        """Load models until `count` are idle (blocking: run it off the event loop, before calls come).
+
+        Without it the first calls of a fresh server find the pool empty, load on the event loop (~75 ms
+        each) and stall every call's audio while they do.
+        """
+        while len(self.idle) < count:
+            with self._lock:
+                self.loaded += 1
+            self.idle.append(self._construct())
 
     def _load(self) -> Any:
         with self._lock:
@@ -274,7 +293,6 @@ class CascadeDetector:
     ) -> None:
         self.screen = screen if screen is not None else WebRtcDetector(aggressiveness=2, gate_db=6.0)
         self.threshold = threshold
-        SILERO_POOL.reserve()
         self._lease = _SileroLease(self)
         self._window = _SILERO_WINDOW
         preroll_windows = max(1, -(-preroll_ms * SAMPLE_RATE // 1000 // self._window))

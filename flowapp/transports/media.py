@@ -32,6 +32,7 @@ from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketState
 
 from flowapp.app import FlowApp
+from flowapp.audio.vad import SILERO_POOL
 from flowapp.engine.call import EngineConfig
 from flowapp.engine.live import LiveDriver
 from flowapp.engine.render import Renderer
@@ -569,7 +570,20 @@ class MediaConnection:
             self.sender.close(NORMAL_CLOSURE, self.end_reason)
 
 
-def engine_config(settings: ServerSettings, responder: Responder) -> EngineConfig:
+SILERO_PREFILL = 8
+"""Silero models loaded at startup when media calls use a Silero-based detector."""
+
+
+async def prepare(settings: ServerSettings) -> None:
+    """Server startup: a Silero-based detector gets its first models before any call needs one."""
+    if engine_config(settings, None).detector in ("cascade", "silero"):
+        try:
+            await asyncio.to_thread(SILERO_POOL.prefill, SILERO_PREFILL)
+        except ImportError as exc:
+            logger.error("%s; media calls will fail until it is installed", exc)
+
+
+def engine_config(settings: ServerSettings, responder: Responder | None) -> EngineConfig:
     """The server's detector choice, and an in-process app's turn-handling options."""
     config = EngineConfig()
     if isinstance(responder, FlowApp):

