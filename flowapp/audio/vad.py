@@ -170,7 +170,9 @@ class _SileroPool:
                 return
             self._loading = True
             self.loaded += 1
-        threading.Thread(target=self._load_idle, name="silero-refill", daemon=True).start()
+        # Not a daemon: a process that exits while a model loads waits the ~75 ms, rather than tearing the
+        # native load down mid-way (which crashes the interpreter at exit).
+        threading.Thread(target=self._load_idle, name="silero-refill").start()
 
     def _load_idle(self) -> None:
         try:
