@@ -136,26 +136,23 @@ _SILERO_WINDOW = 256
 class _SileroPool:
     """Silero models with a clear state, shared by all calls: loading one costs ~75 ms and ~11 MB.
 
-    Only awake cascades hold a model, a fraction of the calls at any moment, so the pool grows with demand:
-    the server loads a few at startup (`prefill`), and whenever a borrow leaves fewer than `low_water`
-    idle, one more is loaded on a background thread, ahead of need. Only a wake that finds the pool empty
-    loads one on the spot. (Loading one per call, as before, spent ~5 s of CPU while 100 calls came in,
-    and on a server confined to one core that CPU is the calls' audio.)
+    A server loads a few at startup (`prefill`), so its first calls find models waiting. Then each new call
+    asks for one more model ahead of need, up to `reserve` in all, loaded on a background thread: neither
+    the call's set-up nor the event loop waits for it, and the loading happens while calls come in rather
+    than when their callers speak. Only a wake with no idle model left loads one on the spot.
     """
 
-    def __init__(self, keep: int = 512, low_water: int = 2) -> None:
+    def __init__(self, keep: int = 512, reserve: int = 64) -> None:
         self.idle: list[Any] = []
         self.keep = keep
-        self.low_water = low_water
+        self.reserve_limit = reserve
         self.loaded = 0
-        self._loading = False
         self._lock = threading.Lock()
 
     def borrow(self) -> Any:
-        model = self.idle.pop() if self.idle else self._load()
-        if len(self.idle) < self.low_water:
-            self._refill()
-        return model
+        if self.idle:
+            return self.idle.pop()
+        return self._load()
 
     def give_back(self, models: list[Any]) -> None:
         while models:
@@ -164,21 +161,17 @@ class _SileroPool:
             if len(self.idle) < self.keep:
                 self.idle.append(model)
 
-    def _refill(self) -> None:
+    def reserve(self) -> None:
         with self._lock:
-            if self._loading:
+            if self.loaded >= self.reserve_limit:
                 return
-            self._loading = True
             self.loaded += 1
         # Not a daemon: a process that exits while a model loads waits the ~75 ms, rather than tearing the
         # native load down mid-way (which crashes the interpreter at exit).
-        threading.Thread(target=self._load_idle, name="silero-refill").start()
+        threading.Thread(target=self._load_idle, name="silero-reserve").start()
 
     def _load_idle(self) -> None:
-        try:
-            self.idle.append(self._construct())
-        finally:
-            self._loading = False
+        self.idle.append(self._construct())
 
     def prefill(self, count: int) -> None:
         """Load models until `count` are idle (blocking: run it off the event loop, before calls come).
@@ -295,6 +288,7 @@ class CascadeDetector:
     ) -> None:
         self.screen = screen if screen is not None else WebRtcDetector(aggressiveness=2, gate_db=6.0)
         self.threshold = threshold
+        SILERO_POOL.reserve()
         self._lease = _SileroLease(self)
         self._window = _SILERO_WINDOW
         preroll_windows = max(1, -(-preroll_ms * SAMPLE_RATE // 1000 // self._window))
