@@ -2,14 +2,16 @@
 
 It speaks a few long sentences through the local TTS, whose cache renders each once: the benchmark measures
 the media path and the engine, not the speech synthesizer. The offline engine figure uses the same app.
+Each call goes through the lines in the same order (its own count, not a process-wide one), so a call's
+timeline does not depend on how many calls came before: the live and offline figures pair utterance by
+utterance.
 """
 
 from __future__ import annotations
 
-import itertools
-
 from flowapp import BargeIn, FlowApp, Speak
-from flowapp.protocol.events import AssistantSpeechEnded
+from flowapp.protocol.events import AssistantSpeechEnded, SessionStart, UserSpeak
+from flowapp.session import Session
 
 LINES = (
     "Thank you for calling. I can help you with your order, your invoice, or a new contract, and if you "
@@ -21,25 +23,25 @@ LINES = (
 )
 """Each about 10 s: longer than the gap between two barge-ins, so the bot is talking when they come."""
 
-_next_line = itertools.cycle(LINES)
-
 app = FlowApp(default_barge_in=BargeIn.immediate())
 
 
-def talk() -> Speak:
-    return Speak(text=next(_next_line), barge_in=BargeIn.immediate())
+def talk(session: Session) -> Speak:
+    said = session.state.get("lines", 0)
+    session["lines"] = said + 1
+    return Speak(text=LINES[said % len(LINES)], barge_in=BargeIn.immediate())
 
 
 @app.on_session_start
-async def greet() -> Speak:
-    return talk()
+async def greet(event: SessionStart, session: Session) -> Speak:
+    return talk(session)
 
 
 @app.on_user_speak
-async def answer() -> Speak:
-    return talk()
+async def answer(event: UserSpeak, session: Session) -> Speak:
+    return talk(session)
 
 
 @app.on_assistant_speech_ended
-async def go_on(event: AssistantSpeechEnded) -> Speak | None:
-    return None if event.interrupted else talk()
+async def go_on(event: AssistantSpeechEnded, session: Session) -> Speak | None:
+    return None if event.interrupted else talk(session)

@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -364,7 +365,7 @@ def engine_latencies(prog: Program, vad: str | None) -> list[float | None]:
 
     records: list[dict[str, object]] = []
     config = EngineConfig() if vad is None else EngineConfig(detector=vad)
-    engine = CallEngine(SessionInfo(id="00000000-0000-4000-8000-00000000be0c"), config, on_record=records.append)
+    engine = CallEngine(SessionInfo(id=str(uuid.uuid4())), config, on_record=records.append)
     pump = EventPump(engine, app, Renderer())
 
     async def run() -> None:
