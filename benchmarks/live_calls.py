@@ -18,8 +18,9 @@ Reported:
   and the time the hypervisor stole from the server's core (on a shared host it decides the tail);
 - lateness of outbound frames against their 20 ms schedule: within each run of bot audio (a run ends at
   `clear`), frame k is due at base + 20k ms, base being the run's earliest-arriving frame;
-- barge-in latency on the wire: from the known speech onset in the sent audio to `clear` received, next
-  to the engine's own figure for the same audio (the same app and clip through `CallEngine` offline);
+- barge-in latency on the wire, for onsets in the same steady window: from the known speech onset in the
+  sent audio to `clear` received, next to the engine's own figure for the same audio (the same app and
+  clip through `CallEngine` offline);
 - server RSS growth per call.
 """
 
@@ -29,6 +30,7 @@ import argparse
 import asyncio
 import base64
 import json
+import math
 import os
 import subprocess
 import sys
@@ -404,8 +406,9 @@ def lateness_ms(calls: list[CallStats], steady_from: float, steady_to: float) ->
     return out
 
 
-def wire_latencies(call: CallStats, prog: Program) -> list[float | None]:
-    """Onset wall time: the send time of the frame holding it, minus 20 ms (a frame leaves once captured)."""
+def wire_latencies(call: CallStats, prog: Program, steady_from: float, steady_to: float) -> list[float | None]:
+    """Per utterance, onset to `clear` in ms; None when no `clear` came, NaN for an onset outside the steady
+    window. Onset wall time: the send time of the frame holding it, minus 20 ms (a frame leaves once captured)."""
     out: list[float | None] = []
     for i, onset in enumerate(prog.onsets):
         frame = onset // FRAME_SAMPLES
@@ -413,6 +416,9 @@ def wire_latencies(call: CallStats, prog: Program) -> list[float | None]:
             out.append(None)
             continue
         at = call.send_times[frame] - FRAME_S + (onset % FRAME_SAMPLES) / 8000
+        if not steady_from <= at <= steady_to:
+            out.append(float("nan"))
+            continue
         nxt = _next(prog.onsets, i)
         until = call.send_times[int(nxt // FRAME_SAMPLES)] if nxt // FRAME_SAMPLES < len(call.send_times) else 1e18
         hit = _first_after(call.clears, at, until)
@@ -477,7 +483,10 @@ def run_one(
     missed = 0
     for call in calls:
         prog = programs[call.variant]
-        for w, e in zip(wire_latencies(call, prog), engine_figures[call.variant], strict=True):
+        steady = wire_latencies(call, prog, figures["steady_from"], figures["steady_to"])
+        for w, e in zip(steady, engine_figures[call.variant], strict=True):
+            if w is not None and math.isnan(w):
+                continue
             if w is None or e is None:
                 missed += w is None and e is not None
                 continue
