@@ -82,7 +82,6 @@ class EchoGuard:
         self._since_search = 0
         self._in_last = 0.0
         self._step = 0
-        self._sounding = False
         self._caller_step = -1
         """The step after a search that clearly heard the caller: that step's frame is the caller's too."""
 
@@ -93,7 +92,7 @@ class EchoGuard:
         the reference is assembled (and pre-emphasised) only when one is.
         """
         self._step += 1
-        sounding = self._sounding = bool(np.count_nonzero(frame))
+        sounding = bool(np.count_nonzero(frame))
         if not sounding and self._active_frames == 0:
             return  # the whole window is silence already: nothing to shift (most of a call's frames)
         self._played.append(frame)
@@ -145,7 +144,7 @@ class EchoGuard:
         if x_energy < _QUIET_ENERGY:
             return False  # below anything a detector would call speech: not worth a look
         if self._step == self._caller_step:
-            if not self._sounding:
+            if self._active_frames < self._blocks:
                 self._caller_step += 1  # the assistant has gone quiet: its echo only fades from here
             return False
         if self._lag is not None:

@@ -343,10 +343,10 @@ class LiveDriver:
         self.pump = EventPump(self.engine, responder, renderer)
         self.log = call_logger(logger, session.id, transport="live")
         self.steps = 0
+        """Ticks so far: frames of the assistant played, the clock call time is kept near."""
         self.barge_ins = 0
         self.silent_frames = 0
         """Caller frames heard as silence because they were missing at their time."""
-        self._played = 0
         self._heard = 0
         self._ticker = ticker
         self._on_end = on_end
@@ -437,7 +437,7 @@ class LiveDriver:
     def listen(self) -> None:
         """Hear every waiting frame while call time is not too far ahead of the playout."""
         engine = self.engine
-        while self._heard < self._played + LISTEN_AHEAD_FRAMES:
+        while self._heard < self.steps + LISTEN_AHEAD_FRAMES:
             payload = self.inbound.take()
             if payload is None:
                 break
@@ -451,12 +451,11 @@ class LiveDriver:
         engine = self.engine
         audible = engine.audible
         out = engine.play()
-        self._played += 1
         self.steps += 1
         if audible and not engine.ended:
             self._send_frame(out, boundary=engine.current is None)
         self.listen()
-        while self._heard < self._played - LISTEN_BEHIND_FRAMES and not engine.ended:
+        while self._heard < self.steps - LISTEN_BEHIND_FRAMES and not engine.ended:
             self._heard += 1
             self.silent_frames += 1
             self._starved = True
