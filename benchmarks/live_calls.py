@@ -44,7 +44,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from benchmarks.live_app import LINES
+from benchmarks.live_app import WARM_UP_CALLERS
 from flowapp.audio.frames import FRAME_SAMPLES, Pcm
 from flowapp.audio.g711 import ulaw_encode
 from tests.media import asterisk_prompt
@@ -225,52 +225,52 @@ class CarrierLink(asyncio.Protocol):
 # Running the carriers ------------------------------------------------------------------------------------------
 
 
-async def run_carriers(port: int, calls: list[CallStats], ramp_s: float, on_steady: asyncio.Event) -> None:
+async def open_link(port: int, call: CallStats, caller: str) -> CarrierLink:
+    """A carrier connection that has sent `connected` and `start` for a call from `caller`."""
     loop = asyncio.get_running_loop()
+    _, link = await loop.create_connection(lambda: CarrierLink(call, f"127.0.0.1:{port}"), "127.0.0.1", port)
+    await link.handshake
+    link.send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+    start = {
+        "streamSid": f"MZ{call.index:06d}",
+        "callSid": f"CA{call.index:06d}",
+        "customParameters": {"from": caller, "to": "+4921100000000", "direction": "inbound"},
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+    }
+    link.send_json({"event": "start", "streamSid": start["streamSid"], "start": start})
+    return link
+
+
+async def run_carriers(port: int, calls: list[CallStats], ramp_s: float, on_steady: asyncio.Event) -> None:
     links: list[CarrierLink] = []
     sender = asyncio.create_task(_send_all(links, calls))
     gap = ramp_s / max(1, len(calls))
     for call in calls:
-        _, link = await loop.create_connection(lambda c=call: CarrierLink(c, f"127.0.0.1:{port}"), "127.0.0.1", port)
-        await link.handshake
-        link.send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-        start = {
-            "streamSid": f"MZ{call.index:06d}",
-            "callSid": f"CA{call.index:06d}",
-            "customParameters": {"from": "+4915100000000", "to": "+4921100000000", "direction": "inbound"},
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-        }
-        link.send_json({"event": "start", "streamSid": start["streamSid"], "start": start})
+        link = await open_link(port, call, "+4915100000000")
         call.start = time.monotonic()
         links.append(link)
         await asyncio.sleep(gap)
     on_steady.set()
     await sender
-    for link in links:
-        link.send_json({"event": "stop", "streamSid": "MZbench"})
-    deadline = time.monotonic() + 10
-    while not all(c.closed for c in calls) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await _stop(links, time.monotonic() + 10)
 
 
 async def warm_up(port: int) -> None:
-    """A few short calls first, so the bot's lines are synthesized once (espeak-ng runs on the server's
-    core) before the measured calls start: the benchmark measures calls, not the TTS cache filling."""
-    loop = asyncio.get_running_loop()
-    calls = [CallStats(-k, 0, [], []) for k in range(1, len(LINES) + 1)]
-    links = []
-    for call in calls:
-        _, link = await loop.create_connection(lambda c=call: CarrierLink(c, f"127.0.0.1:{port}"), "127.0.0.1", port)
-        await link.handshake
-        start = {"streamSid": f"MZwarm{-call.index}", "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}}
-        link.send_json({"event": "start", "streamSid": start["streamSid"], "start": start})
-        links.append(link)
+    """One short call per line of the bot, each opening with its line, so every line is synthesized once
+    (espeak-ng runs on the server's core) before the measured calls start: the benchmark measures calls,
+    not the TTS cache filling."""
+    calls = [CallStats(-k - 1, 0, [], []) for k in range(len(WARM_UP_CALLERS))]
+    links = [await open_link(port, call, caller) for call, caller in zip(calls, WARM_UP_CALLERS, strict=True)]
     deadline = time.monotonic() + 30
     while not all(c.runs and c.runs[0] for c in calls) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
+    await _stop(links, deadline)
+
+
+async def _stop(links: list[CarrierLink], deadline: float) -> None:
     for link in links:
-        link.send_json({"event": "stop", "streamSid": "MZwarm"})
-    while not all(c.closed for c in calls) and time.monotonic() < deadline:
+        link.send_json({"event": "stop", "streamSid": "MZbench"})
+    while not all(link.call.closed for link in links) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
 
 
