@@ -18,6 +18,7 @@ from flowapp.loader import AppLoadError, load_app
 from flowapp.logs import configure_logging
 from flowapp.settings import ServerSettings, SettingsError
 from flowapp.simulation import command as simulate_command
+from flowapp.stt import check_recognizer
 
 DEFAULT_APP = "handlers:app"
 EXIT_USAGE = 2
@@ -79,7 +80,12 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="drive the remote app at this URL instead of an in-process app: http(s):// for a webhook, "
         "ws(s):// for the event WebSocket (or FLOWAPP_APP_URL)",
     )
-    parser.add_argument("--recognizer", choices=["pocketsphinx"], help="speech recognizer for media calls")
+    parser.add_argument(
+        "--recognizer",
+        type=_recognizer_name,
+        help="speech recognizer for media calls: local (default: the built-in Whisper tiny.en), whisper:MODEL "
+        "(a faster-whisper model name, hub repository or directory), pocketsphinx, or none (or FLOWAPP_RECOGNIZER)",
+    )
     parser.add_argument(
         "--vad", dest="vad_detector", choices=["webrtc", "silero", "cascade"], help="speech detector for media calls"
     )
@@ -108,6 +114,13 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _recognizer_name(raw: str) -> str:
+    try:
+        return check_recognizer(raw) or "none"
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _settings_from(args: argparse.Namespace) -> ServerSettings:
     settings = ServerSettings.from_env()
     names = ("host", "port", "api_token", "webhook_secret", "control_token", "insecure_control")
@@ -115,6 +128,8 @@ def _settings_from(args: argparse.Namespace) -> ServerSettings:
         value = getattr(args, name)
         if value is not None:
             setattr(settings, name, value)
+    if settings.recognizer == "none":
+        settings.recognizer = None
     return settings
 
 
@@ -130,6 +145,15 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"flowapp serve: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(args.log_level, args.log_format)
+    if settings.recognizer is not None:
+        from flowapp.stt import make_recognizer
+        from flowapp.stt.whisper import ModelError
+
+        try:
+            make_recognizer(settings.recognizer, live=True, workers=settings.recognizer_workers)
+        except (ModelError, ImportError) as exc:
+            print(f"flowapp serve: error: recognizer {settings.recognizer!r}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     config = uvicorn_config(create_server(app, settings), settings, log_config=None, log_level=args.log_level)
     uvicorn.Server(config).run()
     return 0

@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from flowapp.stt import check_recognizer
+
 MIB = 1024 * 1024
 KIB = 1024
 
@@ -34,8 +36,11 @@ class ServerSettings:
     """Largest carrier media-stream message; a 20 ms media frame is about 400 bytes."""
     media_jitter_frames: int = 5
     """Inbound 20 ms frames a media call buffers; beyond that the oldest are dropped (a stream ahead of time)."""
-    recognizer: str | None = None
-    """Speech recognizer for media calls (`pocketsphinx`); none by default."""
+    recognizer: str | None = "local"
+    """Speech recognizer for media calls: `local` (the built-in Whisper), `whisper:<model>`, `pocketsphinx`,
+    or None for none."""
+    recognizer_workers: int = 1
+    """Threads that decode for all media calls together; each takes about one core while it decodes."""
     vad_detector: str | None = None
     """Speech detector for media calls (`webrtc`, `silero`, `cascade`); the engine's default when unset."""
     app_url: str | None = None
@@ -86,6 +91,12 @@ class ServerSettings:
                 raise SettingsError(f"{name} must be positive, got {value}")
             return value
 
+        def recognizer(raw: str | None) -> str | None:
+            try:
+                return check_recognizer(raw)
+            except ValueError as exc:
+                raise SettingsError(f"FLOWAPP_RECOGNIZER: {exc}") from None
+
         return cls(
             api_token=text("FLOWAPP_API_TOKEN"),
             webhook_secret=text("FLOWAPP_WEBHOOK_SECRET"),
@@ -95,7 +106,8 @@ class ServerSettings:
             max_ws_message_bytes=number("FLOWAPP_MAX_WS_MESSAGE_BYTES", defaults.max_ws_message_bytes),
             max_media_message_bytes=number("FLOWAPP_MAX_MEDIA_MESSAGE_BYTES", defaults.max_media_message_bytes),
             media_jitter_frames=number("FLOWAPP_MEDIA_JITTER_FRAMES", defaults.media_jitter_frames),
-            recognizer=text("FLOWAPP_RECOGNIZER"),
+            recognizer=recognizer(text("FLOWAPP_RECOGNIZER") or defaults.recognizer),
+            recognizer_workers=number("FLOWAPP_RECOGNIZER_WORKERS", defaults.recognizer_workers),
             vad_detector=text("FLOWAPP_VAD_DETECTOR"),
             app_url=text("FLOWAPP_APP_URL"),
             app_api_token=text("FLOWAPP_APP_API_TOKEN"),

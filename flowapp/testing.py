@@ -11,9 +11,8 @@ import json
 import warnings
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
-import httpx
 from pydantic import BaseModel
 from starlette.exceptions import StarletteDeprecationWarning
 
@@ -39,10 +38,21 @@ DEFAULT_SESSION = SessionInfo(
 )
 
 
+class Response(Protocol):
+    """What the test client answers: an httpx or httpx2 response, whichever Starlette's TestClient runs on."""
+
+    status_code: int
+
+    @property
+    def text(self) -> str: ...
+
+    def json(self) -> Any: ...
+
+
 class UnexpectedResponse(AssertionError):
     """The webhook answered something other than 200 or 204: the event or the app is broken."""
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: Response) -> None:
         super().__init__(f"webhook answered {response.status_code}: {response.text}")
         self.response = response
 
@@ -67,7 +77,7 @@ class FlowTestClient:
         self.session = session or DEFAULT_SESSION
         self.settings = settings or ServerSettings()
         self.http = TestClient(create_server(app, self.settings))
-        self.last_response: httpx.Response | None = None
+        self.last_response: Response | None = None
 
     def send(self, event: BaseModel | Mapping[str, Any]) -> list[Action]:
         """Send any event (model or dict); a dict without `session` gets the client's session."""

@@ -243,22 +243,28 @@ class EchoGuardedDetector:
         elif not isinstance(inner, WebRtcDetector):
             self._screen = WebRtcDetector(aggressiveness=2)
         self.rejected_frames = 0
+        self.last_echo = False
+        """Whether the last frame was judged the assistant's echo: the input stage keeps it from the recognizer."""
 
     def speech_probability(self, frame: npt.NDArray[np.int16]) -> float:
+        self.last_echo = False
         if self._cascade is not None:
             flagged = self._cascade.screen.speech_probability(frame) >= 0.5
             if flagged and self.guard.is_echo(frame):
                 self.rejected_frames += 1
+                self.last_echo = True
                 return self._cascade.judge(frame if self.guard.last_explained else _SILENT_FRAME, False)
             return self._cascade.judge(frame, flagged)
         if self._screen is None:
             p = self.inner.speech_probability(frame)
             if p >= 0.5 and self.guard.is_echo(frame):
                 self.rejected_frames += 1
+                self.last_echo = True
                 return 0.0
             return p
         if self.guard.active and self._screen.speech_probability(frame) >= 0.5 and self.guard.is_echo(frame):
             self.rejected_frames += 1
+            self.last_echo = True
             return 0.0
         return self.inner.speech_probability(frame)
 

@@ -10,18 +10,19 @@ A simulation drives it as fast as the CPU allows, a live media stream at the pac
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
-from flowapp.audio.echo import EchoGuard, EchoGuardedDetector
 from flowapp.audio.frames import FRAME_MS, FRAME_SAMPLES
 from flowapp.audio.mixer import LoopingSource, mix
-from flowapp.audio.vad import SpeechDetector, VadConfig, VadEvent, VadTracker, make_detector
+from flowapp.audio.vad import SpeechDetector, VadConfig, VadEvent, make_detector
 from flowapp.engine.bargein import CallerActivity, Trigger, automatic_trigger
 from flowapp.engine.interruption import Candidate, InterruptionHook, Verdict, classify_words, judge
+from flowapp.engine.listening import InputStage
 from flowapp.engine.playback import ControlItem, PlaybackItem, PlaybackQueue
 from flowapp.engine.render import Rendered
 from flowapp.engine.turns import TurnHandling, words
@@ -44,6 +45,9 @@ from flowapp.stt.base import StreamingRecognizer, Transcript, count_characters
 logger = logging.getLogger("flowapp.engine")
 
 _SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+FINAL_WAIT_MS = 5000
+"""An ended turn waits this long for its final words (a decode on a busy pool) before it goes out with the
+words it has."""
 
 Record = dict[str, Any]
 
@@ -82,6 +86,10 @@ class CallerTurn:
     """Began during an item that may not be interrupted (see `discard_audio_if_uninterruptible`)."""
     speech_ms: int = 0
     """Voice activity so far, summed over the turn's speech segments."""
+    voiced_ms: int = 0
+    """Of that, frames with pitch: what words are made of (coughs, clicks and hiss have none)."""
+    closed_ms: int | None = None
+    """When the turn ended, if its final words are still being decoded."""
 
 
 @dataclass
@@ -113,13 +121,19 @@ class CallEngine:
         """
         self.session = session
         self.config = config or EngineConfig()
-        self.recognizer = recognizer
         self.turn_handling = self.config.turn_handling
-        self.echo_guard = EchoGuard()
-        self.echo_guard.configure(self.turn_handling.echo_guard)
-        base_detector = detector or make_detector(self.config.detector)
-        self.detector = EchoGuardedDetector(base_detector, self.echo_guard)
-        self.vad = VadTracker(self.detector, self.config.vad or vad_timing(self.config.detector))
+        self.input = InputStage(
+            detector or make_detector(self.config.detector),
+            self.config.vad or vad_timing(self.config.detector),
+            recognizer,
+            self.turn_handling.echo_guard,
+        )
+        self.echo_guard = self.input.echo_guard
+        self.detector = self.input.detector
+        self.vad = self.input.vad
+        self._awaiting: deque[CallerTurn | None] = deque()
+        """Ended utterances whose final words a turn-decoding recognizer still owes, oldest first (None: the
+        utterance was dropped, as noise or a backchannel, and its words go nowhere)."""
         self.end_of_turn_silence_ms = int(self.turn_handling.endpointing.min_delay * 1000)
         """Caller silence that ends their turn: `endpointing.min_delay`, until a speak's `vad` setting replaces it."""
         self._learned_pause_ms: float | None = None
@@ -142,7 +156,17 @@ class CallEngine:
         self._item_baseline_chars = 0
         self._segment_start_ms: int | None = None
         self._last_speech_end_ms: int | None = None
+        self._words_asked_ms: int | None = None
+        """When the recognizer last began decoding the open turn for early words."""
         self.log = call_logger(logger, session.id)
+
+    @property
+    def recognizer(self) -> StreamingRecognizer | None:
+        return self.input.recognizer
+
+    @recognizer.setter
+    def recognizer(self, recognizer: StreamingRecognizer | None) -> None:
+        self.input.recognizer = recognizer
 
     # Driver interface ---------------------------------------------------------------------------
 
@@ -169,7 +193,7 @@ class CallEngine:
 
     def _play_next(self) -> np.ndarray:
         out = self._play_frame()
-        self.echo_guard.play(out)
+        self.input.played(out)
         return out
 
     def _listen(self, caller_frame: np.ndarray | None) -> None:
@@ -220,6 +244,8 @@ class CallEngine:
             return
         if self.current is not None:
             self._finish_item(interrupted=True)
+        self._stop_waiting()
+        self._awaiting.clear()
         self.ended = True
         self.end_reason = reason
         self._emit(ev.SessionEnd(session=self.session, reason=reason))
@@ -304,11 +330,13 @@ class CallEngine:
     # Listening ----------------------------------------------------------------------------------
 
     def _hear(self, frame: np.ndarray) -> None:
-        for vad_event in self.vad.process(frame, self.now_ms):
+        heard = self.input.hear(frame, self.now_ms)
+        for vad_event in heard.vad:
             self._on_vad(vad_event)
-        if self.recognizer is not None:
-            for transcript in self.recognizer.feed(frame, self.now_ms + FRAME_MS):
-                self._on_transcript(transcript)
+        if heard.voiced and self.turn is not None:
+            self.turn.voiced_ms += FRAME_MS
+        for transcript in heard.transcripts:
+            self._on_transcript(transcript)
 
     def _on_vad(self, vad_event: VadEvent) -> None:
         if vad_event.kind == "start":
@@ -328,6 +356,10 @@ class CallEngine:
             self._segment_start_ms = None
 
     def _on_transcript(self, transcript: Transcript) -> None:
+        recognizer = self.recognizer
+        if recognizer is not None and recognizer.turn_decoding:
+            self._on_decoded(transcript)
+            return
         if not transcript.text.strip():
             return
         if self.turn is None:
@@ -338,6 +370,50 @@ class CallEngine:
         turn.last_activity_ms = max(turn.last_activity_ms, transcript.t_ms)
         if transcript.final:
             turn.final_text = transcript.text
+
+    def _on_decoded(self, transcript: Transcript) -> None:
+        """Words of a turn-decoding recognizer: partials belong to the open turn, finals to the oldest ended one."""
+        if not transcript.final:
+            if self.turn is not None and transcript.text.strip():
+                self.turn.text = transcript.text
+            return
+        if not self._awaiting:
+            return
+        turn = self._awaiting.popleft()
+        if turn is None:
+            return
+        turn.final_text = transcript.text.strip()
+        if turn.final_text:
+            turn.text = turn.final_text
+        if turn.closed_ms is not None:
+            self._deliver_turn(turn)
+
+    def _close_utterance(self, turn: CallerTurn | None) -> None:
+        """End the recognizer's utterance; its words go to `turn` (None: they are not wanted)."""
+        recognizer = self.recognizer
+        if recognizer is None:
+            return
+        if recognizer.turn_decoding:
+            self._awaiting.append(turn)
+            for transcript in recognizer.end_utterance(self.now_ms):
+                self._on_decoded(transcript)
+            return
+        for transcript in recognizer.end_utterance(self.now_ms):
+            if turn is not None:
+                self._on_transcript(transcript)
+
+    def _stop_waiting(self, overdue_before_ms: int | None = None) -> None:
+        """Ended turns whose words are overdue (all of them: None) go out with the words they have; their
+        finals, when they come, are dropped."""
+        for i, turn in enumerate(self._awaiting):
+            if turn is None or turn.closed_ms is None:
+                continue
+            if overdue_before_ms is not None and turn.closed_ms > overdue_before_ms:
+                continue
+            self.log.warning("final words overdue; the turn goes out with the words it has")
+            self._awaiting[i] = None
+            turn.final_text = turn.text
+            self._deliver_turn(turn)
 
     def _begin_turn(self, t_ms: int) -> None:
         if self.turn is not None:
@@ -371,10 +447,29 @@ class CallEngine:
             self._check_barge_in(item)
         self._check_turn_limit()
         self._maybe_end_turn()
+        if self._awaiting:
+            self._stop_waiting(overdue_before_ms=self.now_ms - FINAL_WAIT_MS)
+        recognizer = self.recognizer
+        if recognizer is not None and self.turn is not None and self._waits_for_words(item):
+            was_decoding = recognizer.decoding
+            self.input.want_words(self.now_ms)
+            if recognizer.decoding and not was_decoding:
+                self._words_asked_ms = self.now_ms
         if self._input_timeout_at is not None and self.now_ms >= self._input_timeout_at:
             self._input_timeout_at = None
             if self.turn is None and self.current is None:
                 self._emit(ev.UserInputTimeout(session=self.session))
+
+    def _waits_for_words(self, item: PlaybackItem | None) -> bool:
+        """A decision hangs on what the caller is saying: a held item, or an item only words can interrupt."""
+        if item is None or not self.turn_handling.interruption.enabled:
+            return False
+        if self.pause is not None:
+            return True
+        if item.played_ms < item.barge_in.allow_after_ms:
+            return False
+        adaptive = self.turn_handling.interruption.mode == "adaptive" and self._interruptible(item)
+        return item.barge_in.strategy == "minimum_characters" or adaptive
 
     def _interruptible(self, item: PlaybackItem) -> bool:
         return self.turn_handling.interruption.enabled and item.barge_in.strategy in ("immediate", "minimum_characters")
@@ -435,7 +530,22 @@ class CallEngine:
             paused_ms=self.now_ms - since_ms,
             played_ms=item.played_ms,
             strategy=item.barge_in.strategy,
-            transcribing=self.recognizer is not None,
+            transcribing=self.recognizer is not None and self.recognizer.hearing,
+            voiced_ms=turn.voiced_ms if turn is not None else 0,
+            words_pending=self._words_pending(),
+        )
+
+    def _words_pending(self) -> bool:
+        """Words are on the way, or would be: a decode is running, or none has yet heard the caller's last
+        sound (so a verdict on "uh" waits for the "-huh")."""
+        recognizer = self.recognizer
+        if recognizer is None or not recognizer.hearing:
+            return False
+        if recognizer.decoding:
+            return True
+        heard_until = self._words_asked_ms if self._words_asked_ms is not None else -1
+        return (
+            recognizer.turn_decoding and self._last_speech_end_ms is not None and heard_until < self._last_speech_end_ms
         )
 
     def _pause(self, item: PlaybackItem, trigger: Trigger) -> None:
@@ -476,8 +586,7 @@ class CallEngine:
         if turn is not None and not self.vad.speaking and (backchannel or not turn.text):
             # The backchannel's words went out with its event; noise had none. Words of any other kind
             # stay in the turn, which ends as a `user_speak` as usual: nothing the caller said is lost.
-            if self.recognizer is not None:
-                self.recognizer.end_utterance(self.now_ms)
+            self._close_utterance(None)
             self.turn = None
             self._segment_start_ms = None
 
@@ -559,11 +668,15 @@ class CallEngine:
     def _end_turn(self) -> None:
         turn = self.turn
         assert turn is not None
-        if self.recognizer is not None:
-            for transcript in self.recognizer.end_utterance(self.now_ms):
-                self._on_transcript(transcript)
+        self._close_utterance(turn)
         self.turn = None
         self._segment_start_ms = None
+        if turn.final_text is None and self._awaiting and any(t is turn for t in self._awaiting):
+            turn.closed_ms = self.now_ms
+            return
+        self._deliver_turn(turn)
+
+    def _deliver_turn(self, turn: CallerTurn) -> None:
         text = turn.final_text if turn.final_text is not None else turn.text
         if turn.discardable:
             self._record({"event": "user_speech_discarded", "text": text})

@@ -24,6 +24,13 @@ _ADAPTIVE_QUIET_MS = 300
 # Hesitations and the function words recognizers hallucinate on coughs and music: alone they carry no request,
 # so they count as no words at all (a real interruption brings more words, or a phrase from the list).
 _FILLERS = frozenset({"uh", "um", "uhm", "er", "erm", "ah", "eh", "oh", "the", "and", "of", "to"})
+WORD_SUPPORT_MS = 60
+"""Voiced time a turn needs before its words count: Whisper writes words for a cough, a click or line noise,
+and a word nobody voiced was never said."""
+_WORDS_WAIT_MS = 1500
+"""A held item waits this long at most for words already being decoded."""
+VOICED_SPEECH_MS = 160
+"""Judging by sound alone, this much voiced time is speech: even "stop" has it, a cough or a click does not."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,10 @@ class Candidate:
     transcribing: bool = False
     """A recognizer hears the caller: speech this long would have brought words by now, sound without any is not
     speech (music, a fan, a noisy line) and is ridden out instead of stopping the assistant for good."""
+    voiced_ms: int = 0
+    """Of `speech_ms`, the frames with pitch (see flowapp/audio/voicing.py)."""
+    words_pending: bool = False
+    """The recognizer is decoding this speech: its words are on the way."""
 
 
 InterruptionHook = Callable[[Candidate], Verdict | None]
@@ -98,6 +109,8 @@ def classify_words(text: str, options: InterruptionOptions) -> Literal["interrup
 
 def _adaptive(candidate: Candidate, options: InterruptionOptions) -> Verdict:
     kind = classify_words(candidate.text, options)
+    if kind != "none" and candidate.voiced_ms < WORD_SUPPORT_MS:
+        kind = "none"
     if kind == "interruption":
         return "interrupt"
     if kind == "other" and all(word in _FILLERS for word in words(candidate.text)):
@@ -125,9 +138,15 @@ def _adaptive(candidate: Candidate, options: InterruptionOptions) -> Verdict:
         ):
             return "interrupt"
         return "wait" if candidate.speaking or candidate.silent_ms < _ADAPTIVE_QUIET_MS else "interrupt"
-    # No words (yet): the sound alone.
-    if candidate.speech_ms >= wordless_limit_ms:
-        return "resume" if candidate.transcribing else "interrupt"
-    if not candidate.speaking and candidate.silent_ms >= _ADAPTIVE_QUIET_MS:
+    # No words (yet): the sound alone. A recognizer that finds no words in a long sound (music, a fan) rules
+    # it out; a short voiced sound it made nothing of ("stop" heard as "oh") is still taken for speech.
+    if not candidate.transcribing:
+        if candidate.voiced_ms >= VOICED_SPEECH_MS or candidate.speech_ms >= wordless_limit_ms:
+            return "interrupt"
+    elif candidate.speech_ms >= wordless_limit_ms:
         return "resume"
-    return "wait"
+    if candidate.speaking or candidate.silent_ms < _ADAPTIVE_QUIET_MS:
+        return "wait"
+    if candidate.transcribing and candidate.words_pending and candidate.paused_ms < _WORDS_WAIT_MS:
+        return "wait"
+    return "interrupt" if candidate.voiced_ms >= VOICED_SPEECH_MS else "resume"

@@ -415,8 +415,11 @@ class LiveDriver:
         self.playout.echoed(name)
 
     def transcript(self, text: str, final: bool) -> None:
-        """A transcript from the media side; a call without a recognizer gets a scripted one on first use."""
-        if self.engine.recognizer is None:
+        """A transcript from the media side. The carrier's words take over from the call's own recognizer on
+        first use: two recognizers' words for one turn would only contradict each other."""
+        if not isinstance(self.engine.recognizer, ScriptedRecognizer):
+            if self.engine.recognizer is not None:
+                logger.info("the carrier sends transcripts; the call's own recognizer stops")
             self.engine.recognizer = ScriptedRecognizer()
         self.engine.push_transcript(Transcript(text=text, final=final, t_ms=self.engine.now_ms))
 

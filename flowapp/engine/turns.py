@@ -37,6 +37,10 @@ DEFAULT_BACKCHANNELS: dict[str, list[str]] = {
         "cool",
         "great",
         "exactly",
+        "haha",
+        "ha ha",
+        "hahaha",
+        "aha",
     ],
     "de": ["ja", "jaja", "genau", "okay", "ok", "mhm", "aha", "hm", "stimmt", "richtig", "gut", "klar", "alles klar"],
 }

@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flowapp.engine.turns import TurnHandling
 from flowapp.protocol.actions import BargeIn, TtsConfig
+from flowapp.stt import check_recognizer
 
 
 class ScenarioError(ValueError):
@@ -61,6 +62,11 @@ class Scenario(_Spec):
     duration_ms: Annotated[int, Field(gt=0, le=3_600_000)] = 10_000
     end_of_turn_silence_ms: Annotated[int, Field(ge=150, le=2000)] | None = None
     turn_handling: TurnHandling | None = None
+
+    @field_validator("recognizer")
+    @classmethod
+    def _known_recognizer(cls, name: str | None) -> str | None:
+        return check_recognizer(name)
 
     @model_validator(mode="after")
     def _something_to_run(self) -> Scenario:

@@ -40,13 +40,51 @@ class StreamingRecognizer(Protocol):
         """Drop the utterance in progress, e.g. when the call is torn down or restarted."""
         ...
 
+    def speech_started(self, t_ms: int) -> None:
+        """The VAD heard the caller begin at ``t_ms``: a recognizer that decodes turns starts one here."""
+        ...
+
+    def want_words(self, t_ms: int) -> None:
+        """A decision waits for words: a recognizer that decodes on demand decodes what it has so far."""
+        ...
+
+    @property
+    def turn_decoding(self) -> bool:
+        """Finals come after ``end_utterance``, exactly one per call and in call order, when their decode is
+        done: the engine holds each ended turn until its words arrive. False: finals come by ``end_utterance``."""
+        ...
+
+    @property
+    def decoding(self) -> bool:
+        """Words for the open utterance are being decoded and will come by a later ``feed``."""
+        ...
+
+    @property
+    def hearing(self) -> bool:
+        """False while the recognizer cannot keep up: the engine then judges the caller by sound alone."""
+        ...
+
+
+class FrameRecognizer:
+    """For recognizers that produce words frame by frame: the turn-level hints need no action."""
+
+    turn_decoding = False
+    decoding = False
+    hearing = True
+
+    def speech_started(self, t_ms: int) -> None:
+        """Frame-synchronous recognizers hear every frame anyway."""
+
+    def want_words(self, t_ms: int) -> None:
+        """Partials come as they are decoded; there is nothing to ask for."""
+
 
 def count_characters(text: str) -> int:
     """Whitespace-free length, so ``minimum_characters`` barge-in thresholds ignore spacing quirks."""
     return sum(1 for ch in text if not ch.isspace())
 
 
-class ScriptedRecognizer:
+class ScriptedRecognizer(FrameRecognizer):
     """Replays known transcripts on the call clock, for simulations or results delivered by the media side.
 
     Results are released in time order (stable for equal times), each once, when ``feed`` reaches their

@@ -26,7 +26,7 @@ import webrtcvad
 
 from flowapp.audio.frames import as_pcm
 from flowapp.audio.resample import StreamResampler
-from flowapp.stt.base import Transcript
+from flowapp.stt.base import FrameRecognizer, Transcript
 
 try:
     import pocketsphinx as _ps
@@ -183,7 +183,7 @@ class _SpeechGate:
         self._open_until_ms = None
 
 
-class PocketsphinxRecognizer:
+class PocketsphinxRecognizer(FrameRecognizer):
     """StreamingRecognizer backed by a pooled PocketSphinx decoder; see the module docstring on accuracy.
 
     Only audio near speech (webrtcvad, with pre-roll and hangover) is upsampled to the model's 16 kHz and

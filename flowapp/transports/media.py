@@ -505,7 +505,7 @@ class MediaConnection:
             _renderer(self.websocket),
             CarrierOutlet(self.sender, stream_sid),
             config=engine_config(self.settings, self.responder),
-            recognizer=make_recognizer(self.settings.recognizer),
+            recognizer=make_recognizer(self.settings.recognizer, live=True, workers=self.settings.recognizer_workers),
             jitter_frames=self.settings.media_jitter_frames,
             on_end=self._engine_ended,
         )
@@ -575,12 +575,16 @@ SILERO_PREFILL = 8
 
 
 async def prepare(settings: ServerSettings) -> None:
-    """Server startup: a Silero-based detector gets its first models before any call needs one."""
+    """Server startup: a Silero-based detector gets its first models before any call needs one, and the
+    recognizer's model is loaded (and its weights checked) before the first caller speaks."""
     if engine_config(settings, None).detector in ("cascade", "silero"):
         try:
             await asyncio.to_thread(SILERO_POOL.prefill, SILERO_PREFILL)
         except ImportError as exc:
             logger.error("%s; media calls will fail until it is installed", exc)
+    if settings.recognizer is not None:
+        await asyncio.to_thread(make_recognizer, settings.recognizer, live=True, workers=settings.recognizer_workers)
+        logger.info("media calls are transcribed by the %s recognizer", settings.recognizer)
 
 
 def engine_config(settings: ServerSettings, responder: Responder | None) -> EngineConfig:

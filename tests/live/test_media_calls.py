@@ -177,3 +177,18 @@ async def test_app_hangup_closes_the_stream(live_server: StartServer, ws: object
     assert carrier.close_code == 1000 and carrier.close_reason == "hangup"
     assert carrier.events("media")
     assert [e.reason for e in rec.of("session_end")] == ["hangup"]
+
+
+async def test_the_callers_words_reach_the_app_by_the_local_recognizer(live_server: StartServer) -> None:
+    from benchmarks.wer import normalize
+
+    rec = RecordingApp({"session_start": greeting(BargeIn.none(), "Hello.")})
+    server = live_server(rec.app, ServerSettings(recognizer="local"))
+    async with Carrier.connect(server.ws_url, CUSTOM) as carrier:
+        await wait_until(lambda: rec.of("assistant_speech_ended"))
+        await carrier.stream(caller_speech("conf-getpin", lead_ms=300, tail_ms=1500))
+        await wait_until(lambda: rec.of("user_speak"), timeout=10.0)
+        await carrier.stop()
+    said = rec.of("user_speak")
+    assert [normalize(e.text) for e in said] == [normalize("Please enter the conference PIN number.")]
+    assert said[0].barged_in is None
