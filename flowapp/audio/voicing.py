@@ -28,7 +28,6 @@ class VoicingMeter:
 
     def __init__(self) -> None:
         self._previous = np.zeros(FRAME_SAMPLES, dtype=np.float64)
-        self.last_periodicity = 0.0
 
     def voiced(self, frame: npt.NDArray[np.int16]) -> bool:
         current = frame.astype(np.float64)
@@ -37,7 +36,6 @@ class VoicingMeter:
         x -= x.mean()
         energy = float(x @ x)
         if energy < _FLOOR:
-            self.last_periodicity = 0.0
             return False
         spectrum = np.fft.rfft(x, _FFT)
         r = np.fft.irfft(spectrum.real**2 + spectrum.imag**2, _FFT)
@@ -45,9 +43,7 @@ class VoicingMeter:
         n = len(x)
         lags = np.arange(_MIN_LAG, _MAX_LAG + 1)
         unbiased = r[_MIN_LAG : _MAX_LAG + 1] * n / (n - lags)
-        self.last_periodicity = float(unbiased.max() / r[0])
-        return self.last_periodicity >= _PERIODICITY
+        return float(unbiased.max() / r[0]) >= _PERIODICITY
 
     def reset(self) -> None:
         self._previous[:] = 0.0
-        self.last_periodicity = 0.0

@@ -671,7 +671,7 @@ class CallEngine:
         self._close_utterance(turn)
         self.turn = None
         self._segment_start_ms = None
-        if turn.final_text is None and self._awaiting and any(t is turn for t in self._awaiting):
+        if turn.final_text is None and any(t is turn for t in self._awaiting):
             turn.closed_ms = self.now_ms
             return
         self._deliver_turn(turn)

@@ -28,7 +28,6 @@ class Heard:
     transcripts: list[Transcript]
     voiced: bool
     """The frame had pitch while the caller was speaking (see voicing.py)."""
-    echo: bool
 
 
 class InputStage:
@@ -54,21 +53,17 @@ class InputStage:
         vad_events = self.vad.process(frame, t_ms)
         echo = self.detector.last_echo
         voiced = not echo and self.vad.speaking and self._voicing.voiced(frame)
-        if not self.vad.speaking:
-            self._voicing.reset()
-        transcripts: list[Transcript] = []
         recognizer = self.recognizer
+        for event in vad_events:
+            if event.kind == "end" and not self.vad.speaking:
+                self._voicing.reset()  # the next speech starts afresh; silent frames never reach the meter
+            elif event.kind == "start" and recognizer is not None:
+                recognizer.speech_started(event.t_ms)
+        transcripts: list[Transcript] = []
         if recognizer is not None:
-            for event in vad_events:
-                if event.kind == "start":
-                    recognizer.speech_started(event.t_ms)
             transcripts = recognizer.feed(_SILENCE if echo else frame, t_ms + FRAME_MS)
-        return Heard(vad_events, transcripts, voiced, echo)
+        return Heard(vad_events, transcripts, voiced)
 
     def want_words(self, t_ms: int) -> None:
         if self.recognizer is not None:
             self.recognizer.want_words(t_ms)
-
-    @property
-    def speaking(self) -> bool:
-        return self.vad.speaking
