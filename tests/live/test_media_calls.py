@@ -176,6 +176,8 @@ async def test_app_hangup_closes_the_stream(live_server: StartServer, ws: object
         streaming.cancel()
     assert carrier.close_code == 1000 and carrier.close_reason == "hangup"
     assert carrier.events("media")
+    await wait_until(lambda: rec.of("session_end"))  # the app hears of the end after the stream has closed
+    await asyncio.sleep(0.3)
     assert [e.reason for e in rec.of("session_end")] == ["hangup"]
 
 
