@@ -154,6 +154,9 @@ class CallEngine:
         self._input_timeout_at: int | None = None
         self._reply_counter = 0
         self._item_baseline_chars = 0
+        self._item_speech_began = True
+        """The caller has begun speaking since the current item started; until then, words that arrive belong
+        to speech from before the item and move the baseline instead of counting towards `minimum_characters`."""
         self._segment_start_ms: int | None = None
         self._last_speech_end_ms: int | None = None
         self._words_asked_ms: int | None = None
@@ -286,6 +289,7 @@ class CallEngine:
         self._input_timeout_at = None
         turn = self.turn
         self._item_baseline_chars = count_characters(turn.text) if turn is not None else 0
+        self._item_speech_began = turn is None
         self._emit(
             ev.AssistantSpeak(
                 session=self.session,
@@ -346,6 +350,9 @@ class CallEngine:
             turn = self.turn
             if turn is not None and turn.discardable and (self.current is None or self._interruptible(self.current)):
                 turn.discardable = False
+            if turn is not None and not self._item_speech_began:
+                self._item_baseline_chars = max(self._item_baseline_chars, count_characters(turn.text))
+                self._item_speech_began = True
             self._begin_turn(vad_event.t_ms)
         else:
             self._last_speech_end_ms = vad_event.t_ms
@@ -427,6 +434,7 @@ class CallEngine:
         self.turn = CallerTurn(started_ms=t_ms, last_activity_ms=t_ms, discardable=discardable)
         self._input_timeout_at = None
         self._item_baseline_chars = 0
+        self._item_speech_began = True
         self._emit(ev.UserSpeechStarted(session=self.session))
 
     def _current_speech_ms(self) -> int:
@@ -477,7 +485,9 @@ class CallEngine:
     def _caller_activity(self) -> CallerActivity:
         turn = self.turn
         characters = 0
-        if turn is not None:
+        if turn is not None and not self._item_speech_began:
+            self._item_baseline_chars = max(self._item_baseline_chars, count_characters(turn.text))
+        elif turn is not None:
             characters = max(0, count_characters(turn.text) - self._item_baseline_chars)
         return CallerActivity(speaking=self.vad.speaking, characters=characters)
 

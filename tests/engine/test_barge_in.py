@@ -101,21 +101,40 @@ def test_minimum_characters_long_enough_partial_during_protection_fires_when_it_
     assert one(timeline, "barge_in")["t_ms"] == 3000
 
 
-def test_minimum_characters_counts_only_speech_begun_during_this_item() -> None:
-    # The caller's turn began before the item: its earlier words do not count towards this item's threshold.
-    first = Speak(text="One moment.", barge_in=BargeIn.none())
+def _second_item_at_1420(caller: object, transcripts: list[tuple[int, str, bool]]) -> list[dict[str, object]]:
+    """A short `none` item, then a `minimum_characters` 8 item that starts at 1420 ms."""
+    first = Speak(text="One moment please.", barge_in=BargeIn.none())
     second = Speak(text=LONG, barge_in=BargeIn.min_characters(8))
-    app = ScriptedApp({"session_start": say(first, second)})
-    caller, _ = caller_at(100, "privacy-unident")
-    timeline = run_call(
-        app,
-        caller,
-        transcripts=[(500, "hello can", False), (1600, "hello can you", False), (2600, "hello can you hear me", False)],
-    )
-    started = events(timeline, "assistant_speak")[1]["t_ms"]
+    timeline = run_call(ScriptedApp({"session_start": say(first, second)}), caller, transcripts=transcripts)
+    assert events(timeline, "assistant_speak")[1]["t_ms"] == 1420
+    return timeline
+
+
+def test_minimum_characters_ignores_speech_that_began_before_the_item() -> None:
+    # One unbroken utterance from 740 ms: its partial reaches the engine during the item, but the speech is older.
+    caller = place(8000, (600, speech("privacy-unident")))
+    timeline = _second_item_at_1420(caller, [(2500, "hello can you hear me", False), (5300, "hello can you", True)])
+    assert events(timeline, "barge_in") == []
+
+
+def test_minimum_characters_counts_speech_that_began_just_after_the_item_started() -> None:
+    caller, onset = caller_at(1400, "privacy-unident")
+    assert onset > 1420
+    timeline = _second_item_at_1420(caller, [(2000, "hello", False), (2500, "hello can you hear me", False)])
     barge = one(timeline, "barge_in")
-    assert barge["t_ms"] > started
-    assert barge["t_ms"] == 2600  # +"youhearme" (9) after the item started; "you" alone (3) was not enough
+    assert (barge["trigger"], barge["t_ms"]) == ("transcript", 2500)
+
+
+def test_minimum_characters_late_words_of_earlier_speech_do_not_count() -> None:
+    # "goodbye" was said before the item and transcribed during it; only the words after the new onset count.
+    caller = place(8000, (300, speech("vm-goodbye")), (1500, speech("conf-onlyperson")))
+    timeline = _second_item_at_1420(
+        caller,
+        [(1480, "goodbye", False), (2200, "goodbye you are", False), (2600, "goodbye you are currently", False)],
+    )
+    assert len(events(timeline, "user_speech_started")) == 1  # one turn: the pause was shorter than its end
+    barge = one(timeline, "barge_in")
+    assert barge["t_ms"] == 2600  # "youare" is 6 characters; "youarecurrently" is 15
 
 
 # none and manual ----------------------------------------------------------------------------------------------
