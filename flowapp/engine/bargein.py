@@ -12,7 +12,7 @@ from typing import Literal
 
 from flowapp.protocol.actions import BargeIn
 
-Trigger = Literal["vad", "transcript", "manual"]
+Trigger = Literal["vad", "transcript", "manual", "dtmf"]
 
 
 @dataclass(frozen=True)
@@ -44,3 +44,8 @@ def automatic_trigger(config: BargeIn, played_ms: int, caller: CallerActivity) -
     if caller.characters >= config.minimum_characters:
         return "transcript"
     return None
+
+
+def key_press_interrupts(config: BargeIn, played_ms: int) -> bool:
+    """A key press is the caller answering a menu: it stops what their voice may stop, from the same moment."""
+    return config.strategy in ("immediate", "minimum_characters") and played_ms >= config.allow_after_ms

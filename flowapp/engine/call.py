@@ -20,7 +20,7 @@ import numpy as np
 from flowapp.audio.frames import FRAME_MS, FRAME_SAMPLES
 from flowapp.audio.mixer import LoopingSource, mix
 from flowapp.audio.vad import SpeechDetector, VadConfig, VadEvent, make_detector
-from flowapp.engine.bargein import CallerActivity, Trigger, automatic_trigger
+from flowapp.engine.bargein import CallerActivity, Trigger, automatic_trigger, key_press_interrupts
 from flowapp.engine.interruption import Candidate, InterruptionHook, Verdict, classify_words, judge
 from flowapp.engine.listening import InputStage
 from flowapp.engine.playback import ControlItem, PlaybackItem, PlaybackQueue
@@ -224,8 +224,19 @@ class CallEngine:
         return True
 
     def dtmf(self, digit: str) -> None:
-        if not self.ended:
-            self._emit(ev.DtmfReceived(session=self.session, digit=digit))
+        """A key press: it interrupts first, so the app's answer to it is not queued behind the menu."""
+        if self.ended:
+            return
+        item = self.current
+        options = self.turn_handling.interruption
+        if (
+            item is not None
+            and options.enabled
+            and options.dtmf
+            and key_press_interrupts(item.barge_in, item.played_ms)
+        ):
+            self._interrupt("dtmf")
+        self._emit(ev.DtmfReceived(session=self.session, digit=digit))
 
     def push_transcript(self, transcript: Transcript) -> None:
         """A transcript delivered by the media side rather than the engine's own recognizer."""
@@ -614,7 +625,7 @@ class CallEngine:
         dropped = self.queue.drop_reply(item.reply_id)
         if dropped:
             self.log.info("barge-in dropped %d queued item(s) of the same reply", len(dropped))
-        if trigger != "manual" and self.turn is not None:
+        if trigger in ("vad", "transcript") and self.turn is not None:
             self.turn.barged_in = True
             self.turn.discardable = False
 

@@ -68,6 +68,9 @@ class InterruptionOptions(_Options):
     resume_false_interruption: bool = False
     """Pause first and resume after a false interruption. Off by default, unlike LiveKit: the platform's
     `immediate` stops for good at onset, and an app that did not ask for turn handling gets just that."""
+    dtmf: bool = True
+    """A key press stops an `immediate` or `minimum_characters` item once its `allow_after_ms` has passed
+    (never a `none` or `manual` item); False: keys never interrupt."""
     discard_audio_if_uninterruptible: bool = False
     """Speech that begins and ends during a `none` item is dropped instead of becoming a turn."""
     language: str = "en"

@@ -6,6 +6,7 @@ import pytest
 
 from flowapp.audio.mixer import add_noise_at_snr, line_noise
 from flowapp.protocol.actions import BargeIn, BargeInNow, Hangup, Speak
+from flowapp.simulation.run import SimulatedCall
 from tests.engine.harness import ScriptedApp, events, one, order, place, run_call, say, speech, true_onset_ms
 
 LONG = (
@@ -135,6 +136,59 @@ def test_minimum_characters_late_words_of_earlier_speech_do_not_count() -> None:
     assert len(events(timeline, "user_speech_started")) == 1  # one turn: the pause was shorter than its end
     barge = one(timeline, "barge_in")
     assert barge["t_ms"] == 2600  # "youare" is 6 characters; "youarecurrently" is 15
+
+
+# key presses -------------------------------------------------------------------------------------------------
+
+MENU_ANSWER = Speak(text="You chose billing.", barge_in=BargeIn.none())
+
+
+def key_at(t_ms: int, digit: str = "1") -> object:
+    def setup(call: SimulatedCall) -> None:
+        call.at(t_ms, lambda engine: engine.dtmf(digit))
+
+    return setup
+
+
+def menu_call(barge_in: BargeIn, *, dtmf_interrupts: bool = True) -> list[dict[str, object]]:
+    app = ScriptedApp({"session_start": say(Speak(text=LONG, barge_in=barge_in)), "dtmf_received": say(MENU_ANSWER)})
+
+    def setup(call: SimulatedCall) -> None:
+        if not dtmf_interrupts:
+            call.engine.configure_turn_handling({"interruption": {"dtmf": False}})
+        call.at(3000, lambda engine: engine.dtmf("1"))
+
+    return run_call(app, duration_ms=13000, setup=setup)
+
+
+@pytest.mark.parametrize("barge_in", [BargeIn.immediate(), BargeIn.min_characters(3), BargeIn.immediate(2000)])
+def test_a_key_press_stops_an_interruptible_menu_and_its_answer_plays_at_once(barge_in: BargeIn) -> None:
+    timeline = menu_call(barge_in)
+    barge = one(timeline, "barge_in")
+    assert (barge["trigger"], barge["t_ms"]) == ("dtmf", 3000)
+    ended = events(timeline, "assistant_speech_ended")[0]
+    assert (ended["interrupted"], ended["t_ms"]) == (True, 3000)
+    assert order(timeline).index("barge_in") < order(timeline).index("dtmf_received")
+    answer = events(timeline, "assistant_speak")[1]
+    assert (answer["text"], answer["t_ms"]) == ("You chose billing.", 3000)
+
+
+@pytest.mark.parametrize(
+    "barge_in", [BargeIn.none(), BargeIn.manual(), BargeIn.immediate(5000), BargeIn.min_characters(3, 4000)]
+)
+def test_a_key_press_never_stops_a_none_or_manual_item_nor_one_still_protected(barge_in: BargeIn) -> None:
+    timeline = menu_call(barge_in)
+    assert events(timeline, "barge_in") == []
+    assert one(timeline, "dtmf_received")["t_ms"] == 3000
+    menu = events(timeline, "assistant_speech_ended")[0]
+    assert (menu["interrupted"], menu["played_ms"]) == (False, 10740)
+    assert events(timeline, "assistant_speak")[1]["t_ms"] == 10740  # the answer waited for the menu
+
+
+def test_key_presses_can_be_told_not_to_interrupt() -> None:
+    timeline = menu_call(BargeIn.immediate(), dtmf_interrupts=False)
+    assert events(timeline, "barge_in") == []
+    assert events(timeline, "assistant_speech_ended")[0]["interrupted"] is False
 
 
 # none and manual ----------------------------------------------------------------------------------------------
