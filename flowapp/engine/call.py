@@ -23,7 +23,7 @@ from flowapp.audio.vad import SpeechDetector, VadConfig, VadEvent, make_detector
 from flowapp.engine.bargein import CallerActivity, Trigger, automatic_trigger, key_press_interrupts
 from flowapp.engine.interruption import Candidate, InterruptionHook, Verdict, classify_words, judge
 from flowapp.engine.listening import InputStage
-from flowapp.engine.playback import ControlItem, PlaybackItem, PlaybackQueue
+from flowapp.engine.playback import ControlItem, PlaybackItem, PlaybackQueue, QueueItem
 from flowapp.engine.render import Rendered
 from flowapp.engine.turns import TurnHandling, words
 from flowapp.logs import call_logger
@@ -32,6 +32,7 @@ from flowapp.protocol.actions import (
     Audio,
     BargeIn,
     BargeInNow,
+    ClearQueue,
     CommitUserTurn,
     ConfigureTranscription,
     ConfigureTurnHandling,
@@ -43,6 +44,9 @@ from flowapp.protocol.actions import (
 from flowapp.stt.base import StreamingRecognizer, Transcript, count_characters
 
 logger = logging.getLogger("flowapp.engine")
+
+_QUEUED = (Speak, Audio, Hangup, Transfer)
+"""Actions that wait their turn in the playback queue."""
 
 _SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 FINAL_WAIT_MS = 5000
@@ -153,6 +157,7 @@ class CallEngine:
         self._background_volume = 0.0
         self._input_timeout_at: int | None = None
         self._reply_counter = 0
+        self._answered_turn = 0
         self._item_baseline_chars = 0
         self._item_speech_began = True
         """The caller has begun speaking since the current item started; until then, words that arrive belong
@@ -204,17 +209,33 @@ class CallEngine:
         self.now_ms += FRAME_MS
         self._decide()
 
-    def apply(self, rendered: list[Rendered]) -> None:
-        """Run one reply's actions: audio is queued in order, control actions act now."""
+    def apply(self, rendered: list[Rendered], *, turn: int | None = None) -> None:
+        """Run one reply's actions: audio is queued in order, control actions act now.
+
+        `turn` numbers the caller turn the reply answers (how many `user_speak`, `dtmf_received` and
+        `user_input_timeout` events came before, and including, the event it answers); None for pushed
+        actions, which join the newest turn. A reply to a newer turn drops what is still queued for older
+        ones, and a reply that arrives after a newer turn's reply is stale: its audio is dropped.
+        """
         if not rendered:
             return
         if self.ended:
             self.log.info("call ended; actions dropped: %s", [r.action.type for r in rendered])
             return
+        turn = self._answered_turn if turn is None else turn
+        if turn > self._answered_turn:
+            self._answered_turn = turn
+            self._dropped(self.queue.drop_older(turn), "newer_turn")
+        elif turn < self._answered_turn:
+            kept = [r for r in rendered if not isinstance(r.action, _QUEUED)]
+            if len(kept) < len(rendered):
+                self.log.info("reply to an earlier caller turn arrived after a newer one's; its audio is dropped")
+                self._record({"event": "items_dropped", "reason": "stale_reply", "items": len(rendered) - len(kept)})
+            rendered = kept
         self._reply_counter += 1
         reply_id = self._reply_counter
         for item in rendered:
-            self._apply_one(item, reply_id)
+            self._apply_one(item, reply_id, turn)
 
     def barge_in_now(self, trigger: Trigger = "manual") -> bool:
         """Stop the current playback at once (a `barge_in` action or the control API)."""
@@ -720,7 +741,12 @@ class CallEngine:
 
     # Actions ------------------------------------------------------------------------------------
 
-    def _apply_one(self, rendered: Rendered, reply_id: int) -> None:
+    def _dropped(self, items: list[QueueItem], reason: str) -> None:
+        if items:
+            self.log.info("%d queued item(s) dropped (%s)", len(items), reason)
+            self._record({"event": "items_dropped", "reason": reason, "items": len(items)})
+
+    def _apply_one(self, rendered: Rendered, reply_id: int, turn: int) -> None:
         action = rendered.action
         if isinstance(action, Speak | Audio):
             if isinstance(action, Speak) and action.vad and action.vad.end_of_turn_silence_ms:
@@ -734,13 +760,16 @@ class CallEngine:
                     pcm=rendered.pcm,
                     barge_in=action.barge_in or self.config.default_barge_in,
                     reply_id=reply_id,
+                    turn=turn,
                     text=action.text if isinstance(action, Speak) else None,
                     ssml=action.ssml if isinstance(action, Speak) else None,
                     user_input_timeout_seconds=action.user_input_timeout_seconds if isinstance(action, Speak) else None,
                 )
             )
         elif isinstance(action, Hangup | Transfer):
-            self.queue.append(ControlItem(action=action, reply_id=reply_id))
+            self.queue.append(ControlItem(action=action, reply_id=reply_id, turn=turn))
+        elif isinstance(action, ClearQueue):
+            self._dropped(self.queue.clear(), "clear_queue")
         elif isinstance(action, BargeInNow):
             if not self.barge_in_now("manual"):
                 self.log.info("barge_in action with nothing playing")

@@ -20,6 +20,8 @@ class PlaybackItem:
     pcm: np.ndarray
     barge_in: BargeIn
     reply_id: int
+    turn: int = 0
+    """The caller turn its reply answers (see `CallEngine.apply`)."""
     text: str | None = None
     ssml: str | None = None
     user_input_timeout_seconds: float | None = None
@@ -68,6 +70,7 @@ class ControlItem:
 
     action: Action
     reply_id: int
+    turn: int = 0
 
 
 QueueItem = PlaybackItem | ControlItem
@@ -90,6 +93,16 @@ class PlaybackQueue:
         """Remove the queued items of one reply; a barge-in on one item cancels the rest of its reply."""
         dropped = [item for item in self.items if item.reply_id == reply_id]
         self.items = deque(item for item in self.items if item.reply_id != reply_id)
+        return dropped
+
+    def drop_older(self, turn: int) -> list[QueueItem]:
+        """Remove the queued items that answer caller turns before `turn`."""
+        dropped = [item for item in self.items if item.turn < turn]
+        self.items = deque(item for item in self.items if item.turn >= turn)
+        return dropped
+
+    def clear(self) -> list[QueueItem]:
+        dropped, self.items = list(self.items), deque()
         return dropped
 
     def __iter__(self) -> Iterator[QueueItem]:

@@ -14,7 +14,7 @@ from flowapp.engine.call import CallEngine
 from flowapp.engine.render import Renderer
 from flowapp.logs import call_logger
 from flowapp.protocol.actions import Action
-from flowapp.protocol.events import NO_REPLY_EVENTS, Event
+from flowapp.protocol.events import CALLER_TURN_EVENTS, NO_REPLY_EVENTS, Event
 from flowapp.responder import Responder
 
 logger = logging.getLogger("flowapp.engine.pump")
@@ -26,7 +26,9 @@ class EventPump:
         self.responder = responder
         self.renderer = renderer
         self.log = call_logger(logger, engine.session.id)
-        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Event, int] | None] = asyncio.Queue()
+        self._turns = 0
+        """Caller turns seen so far: each event is answered as part of the newest one (see `CallEngine.apply`)."""
         self._worker: asyncio.Task[None] | None = None
 
     # Simulation: synchronous with call time ------------------------------------------------------
@@ -35,7 +37,7 @@ class EventPump:
         """Answer every pending event before call time moves on."""
         while self.engine.outbox:
             for event in self.engine.take_events():
-                await self._answer(event, offload=False)
+                await self._answer(event, self._turn_of(event), offload=False)
 
     # Live: in the background ---------------------------------------------------------------------
 
@@ -46,7 +48,7 @@ class EventPump:
     def kick(self) -> None:
         """Hand pending events to the worker; returns at once."""
         for event in self.engine.take_events():
-            self._queue.put_nowait(event)
+            self._queue.put_nowait((event, self._turn_of(event)))
 
     async def close(self, timeout: float = 5.0) -> None:
         """Let the worker answer what is queued (session_end included), then stop it."""
@@ -67,15 +69,21 @@ class EventPump:
 
     async def _run(self) -> None:
         while True:
-            event = await self._queue.get()
-            if event is None:
+            queued = await self._queue.get()
+            if queued is None:
                 return
+            event, turn = queued
             try:
-                await self._answer(event, offload=True)
+                await self._answer(event, turn, offload=True)
             except Exception:
                 self.log.exception("answering %s failed; the call goes on", event.type)
 
-    async def _answer(self, event: Event, *, offload: bool) -> None:
+    def _turn_of(self, event: Event) -> int:
+        if event.type in CALLER_TURN_EVENTS:
+            self._turns += 1
+        return self._turns
+
+    async def _answer(self, event: Event, turn: int, *, offload: bool) -> None:
         actions = await self.responder.respond(event)
         if not actions:
             return
@@ -86,4 +94,4 @@ class EventPump:
             rendered = await asyncio.to_thread(self.renderer.render_all, actions)
         else:
             rendered = self.renderer.render_all(actions)
-        self.engine.apply(rendered)
+        self.engine.apply(rendered, turn=turn)

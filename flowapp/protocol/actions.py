@@ -123,6 +123,13 @@ class BargeInNow(_Action):
     type: Literal["barge_in"] = "barge_in"
 
 
+class ClearQueue(_Action):
+    """Extension: drop every queued item that has not started playing (the current one plays on; pair it with
+    `BargeInNow` to stop that too)."""
+
+    type: Literal["clear_queue"] = "clear_queue"
+
+
 class ConfigureTranscription(_Action):
     type: Literal["configure_transcription"] = "configure_transcription"
     provider: str | None = None
@@ -151,6 +158,7 @@ Action = Annotated[
     | Hangup
     | Transfer
     | BargeInNow
+    | ClearQueue
     | ConfigureTranscription
     | ConfigureTurnHandling
     | CommitUserTurn,
@@ -166,6 +174,7 @@ ACTION_TYPES: dict[str, type[_Action]] = {
         Hangup,
         Transfer,
         BargeInNow,
+        ClearQueue,
         ConfigureTranscription,
         ConfigureTurnHandling,
         CommitUserTurn,
@@ -219,6 +228,7 @@ __all__ = [
     "Audio",
     "BargeIn",
     "BargeInNow",
+    "ClearQueue",
     "CommitUserTurn",
     "ConfigureTranscription",
     "ConfigureTurnHandling",

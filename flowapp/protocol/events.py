@@ -165,6 +165,9 @@ _event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
 NO_REPLY_EVENTS = frozenset({"user_speech_started", "session_end"})
 """Events whose replies the platform does not execute."""
 
+CALLER_TURN_EVENTS = frozenset({"user_speak", "dtmf_received", "user_input_timeout"})
+"""Events that give the app a new caller turn to answer: a reply to one supersedes replies to earlier ones."""
+
 
 class UnknownEventType(ValueError):
     """An event type this version does not know: transports answer 204 rather than an error."""

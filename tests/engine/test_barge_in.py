@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flowapp.audio.mixer import add_noise_at_snr, line_noise
-from flowapp.protocol.actions import BargeIn, BargeInNow, Hangup, Speak
+from flowapp.protocol.actions import BargeIn, BargeInNow, ClearQueue, Hangup, Speak
 from flowapp.simulation.run import SimulatedCall
 from tests.engine.harness import ScriptedApp, events, one, order, place, run_call, say, speech, true_onset_ms
 
@@ -274,3 +274,55 @@ def test_same_inputs_give_the_same_timeline() -> None:
     first = run_call(app_saying(BargeIn.immediate()), caller)
     second = run_call(app_saying(BargeIn.immediate()), caller)
     assert first == second
+
+
+# stale replies ------------------------------------------------------------------------------------------------
+
+SORRY = Speak(text="Sorry, I did not catch that.", barge_in=BargeIn.none())
+FRESH = Speak(text="Your balance is ten euros.", barge_in=BargeIn.none())
+
+
+def test_a_reply_to_a_newer_turn_drops_the_replies_still_queued_for_older_ones() -> None:
+    # Speech during a long `none` item queues a reply behind it; the caller's next turn gets the fresh answer.
+    answers = iter([[SORRY], [BargeInNow(), FRESH]])
+    app = ScriptedApp(
+        {"session_start": say(Speak(text=LONG, barge_in=BargeIn.none())), "user_speak": lambda e: next(answers)}
+    )
+    caller = place(12000, (1000, speech("auth-thankyou")), (4000, speech("auth-thankyou")))
+    timeline = run_call(
+        app, caller, duration_ms=12000, transcripts=[(1500, "thank you", True), (4500, "what is my balance", True)]
+    )
+    said = [r["text"] for r in events(timeline, "assistant_speak")]
+    assert said == [LONG, FRESH.text]
+    dropped = one(timeline, "items_dropped")
+    assert (dropped["reason"], dropped["items"]) == ("newer_turn", 1)
+
+
+def test_a_reply_that_arrives_after_a_newer_turns_reply_is_stale() -> None:
+    def late(call: SimulatedCall) -> None:
+        call.engine.apply(call.renderer.render_all([FRESH]), turn=2)
+        call.engine.apply(call.renderer.render_all([SORRY]), turn=1)
+
+    timeline = run_call(ScriptedApp(), duration_ms=5000, setup=late)
+    assert [r["text"] for r in events(timeline, "assistant_speak")] == [FRESH.text]
+    assert one(timeline, "items_dropped")["reason"] == "stale_reply"
+
+
+def test_replies_to_the_same_turn_queue_in_order() -> None:
+    app = ScriptedApp({"session_start": say(FRESH), "assistant_speak": say(SORRY)})
+    timeline = run_call(app, duration_ms=9000)
+    assert [r["text"] for r in events(timeline, "assistant_speak")][:3] == [FRESH.text, SORRY.text, SORRY.text]
+    assert events(timeline, "items_dropped") == []
+
+
+def test_clear_queue_drops_what_is_queued_and_lets_the_current_item_play_on() -> None:
+    app = ScriptedApp({"session_start": say(Speak(text=LONG, barge_in=BargeIn.none()), SORRY)})
+
+    def push(call: SimulatedCall) -> None:
+        call.push_at(2000, [ClearQueue(), FRESH])
+
+    timeline = run_call(app, duration_ms=16000, setup=push)
+    assert [r["text"] for r in events(timeline, "assistant_speak")] == [LONG, FRESH.text]
+    assert events(timeline, "assistant_speech_ended")[0]["interrupted"] is False
+    dropped = one(timeline, "items_dropped")
+    assert (dropped["t_ms"], dropped["reason"], dropped["items"]) == (2000, "clear_queue", 1)
