@@ -152,6 +152,24 @@ async def test_dtmf_reaches_the_app_and_its_reply_is_played(live_server: StartSe
     assert rec.of("assistant_speak")[0].text == "You pressed a key."
 
 
+async def test_a_key_press_stops_an_immediate_menu_and_the_answer_plays_next(live_server: StartServer) -> None:
+    rec = RecordingApp(
+        {"session_start": greeting(BargeIn.immediate()), "dtmf_received": Speak(text="You chose billing.")}
+    )
+    server = live_server(rec.app)
+    async with Carrier.connect(server.ws_url, CUSTOM) as carrier:
+        streaming = asyncio.create_task(carrier.silence(6))
+        await carrier.wait_for("media", count=25)
+        await carrier.dtmf("2")
+        await carrier.wait_for("clear")
+        await wait_until(lambda: len(rec.of("assistant_speak")) == 2)
+        await carrier.stop()
+        streaming.cancel()
+    menu = rec.of("assistant_speech_ended")[0]
+    assert menu.interrupted is True and menu.played_ms < 4000
+    assert [e.text for e in rec.of("assistant_speak")] == [LONG_TEXT, "You chose billing."]
+
+
 @BOTH_MEDIA_PATHS
 async def test_dropped_socket_ends_the_call_once(live_server: StartServer, ws: object) -> None:
     rec = RecordingApp({"session_start": greeting(BargeIn.immediate())})
