@@ -23,7 +23,9 @@ Verdict = Literal["interrupt", "backchannel", "resume", "wait"]
 _ADAPTIVE_QUIET_MS = 300
 # Hesitations and the function words recognizers hallucinate on coughs and music: alone they carry no request,
 # so they count as no words at all (a real interruption brings more words, or a phrase from the list).
-_FILLERS = frozenset({"uh", "um", "uhm", "er", "erm", "ah", "eh", "oh", "the", "and", "of", "to"})
+_HESITATIONS = frozenset({"uh", "um", "uhm", "er", "erm", "ah", "eh", "oh"})
+"""Sounds of thinking, not words: "um, mm-hmm" is a backchannel all the same."""
+_FILLERS = _HESITATIONS | {"the", "and", "of", "to"}
 WORD_SUPPORT_MS = 60
 """Voiced time a turn needs before its words count: Whisper writes words for a cough, a click or line noise,
 and a word nobody voiced was never said."""
@@ -101,8 +103,8 @@ def classify_words(text: str, options: InterruptionOptions) -> Literal["interrup
     rest = padded
     for phrase in multi:
         rest = rest.replace(f" {phrase} ", " ")
-    leftover = [t for t in rest.split() if t not in single]
-    if tokens and not leftover:
+    leftover = [t for t in rest.split() if t not in single and t not in _HESITATIONS]
+    if any(t not in _HESITATIONS for t in tokens) and not leftover:
         return "backchannel"
     return "other"
 

@@ -13,8 +13,8 @@ from scipy.signal import butter, lfilter
 from flowapp.audio.g711 import ulaw_decode, ulaw_encode
 from flowapp.audio.tts import EspeakTts
 from flowapp.engine.call import EngineConfig
-from flowapp.engine.interruption import Candidate
-from flowapp.engine.turns import TurnHandling
+from flowapp.engine.interruption import Candidate, classify_words
+from flowapp.engine.turns import InterruptionOptions, TurnHandling
 from flowapp.protocol.actions import BargeIn, CommitUserTurn, ConfigureTurnHandling, Speak
 from flowapp.simulation.run import SimulatedCall
 from flowapp.stt import ScriptedRecognizer, Transcript
@@ -352,3 +352,11 @@ def test_caller_speaking_over_the_echo_still_barges_in(loss_db: float, within_ms
     timeline, _ = run({}, caller)
     onset = 3000 + true_onset_ms(clip)
     assert onset <= one(timeline, "barge_in")["t_ms"] <= onset + within_ms
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [("Um, mm-hmm.", "backchannel"), ("uh, yeah", "backchannel"), ("Um.", "other"), ("um, I need help", "other")],
+)
+def test_hesitations_do_not_turn_a_backchannel_into_a_turn(text: str, kind: str) -> None:
+    assert classify_words(text, InterruptionOptions(mode="adaptive")) == kind
