@@ -10,6 +10,8 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from flowapp.app import FlowApp
@@ -40,11 +42,17 @@ def create_server(
         *openapi.routes,
         *health.routes,
     ]
-    server = Starlette(routes=routes, lifespan=_lifespan)
+    server = Starlette(routes=routes, lifespan=_lifespan, exception_handlers={ClientDisconnect: _client_gone})
     server.state.flowapp = app
     server.state.settings = settings
     server.state.responder = responder_for(app, settings)
     return server
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """A caller that hangs up mid-body is routine on the internet, not a server error with a traceback."""
+    logger.info("%s %s: the client closed the connection before its body ended", request.method, request.url.path)
+    return Response(status_code=400)
 
 
 @asynccontextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -16,6 +17,10 @@ class BodyTooLarge(Exception):
 
 class MalformedJson(Exception):
     pass
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+"""A `\\uD800`-`\\uDFFF` escape: paired ones are fine, a lone one decodes to a string no reply can encode."""
 
 
 async def read_limited_body(request: Request, limit: int) -> bytes:
@@ -40,8 +45,29 @@ def decode_json(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise MalformedJson(f"body is not UTF-8: invalid byte at position {exc.start}") from None
     try:
-        return json.loads(text)
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise MalformedJson(f"{exc.msg}: line {exc.lineno} column {exc.colno} (char {exc.pos})") from None
     except RecursionError:
         raise MalformedJson("JSON nested too deeply") from None
+    if _SURROGATE_ESCAPE.search(text):
+        _refuse_lone_surrogates(data)
+    return data
+
+
+def _refuse_lone_surrogates(data: Any) -> None:
+    """JSON allows `\\ud800` alone, Unicode does not: such a string would fail later, in a reply or a log."""
+    pending = [data]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                code = ord(item[exc.start])
+                raise MalformedJson(f"string holds a lone surrogate \\u{code:04x}: not valid Unicode") from None
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
