@@ -64,7 +64,10 @@ environment (a flag wins over its variable; prefer variables for secrets, flags 
   FLOWAPP_MAX_WS_MESSAGE_BYTES, FLOWAPP_LOG_LEVEL, FLOWAPP_LOG_FORMAT,
   FLOWAPP_APP_URL, FLOWAPP_APP_API_TOKEN (X-API-TOKEN sent to the remote app),
   FLOWAPP_APP_WEBHOOK_SECRET (sign events to the remote app), FLOWAPP_APP_TIMEOUT (seconds, default 1),
-  FLOWAPP_RECOGNIZER, FLOWAPP_VAD_DETECTOR, FLOWAPP_MAX_MEDIA_MESSAGE_BYTES, FLOWAPP_MEDIA_JITTER_FRAMES
+  FLOWAPP_RECOGNIZER, FLOWAPP_VAD_DETECTOR, FLOWAPP_MAX_MEDIA_MESSAGE_BYTES, FLOWAPP_MEDIA_JITTER_FRAMES,
+  FLOWAPP_HEADER_TIMEOUT (seconds, default 10), FLOWAPP_BODY_TIMEOUT (seconds, default 30),
+  FLOWAPP_MAX_CONNECTIONS (default 1000)
+every value is checked at startup; a bad one exits with status 2 naming the flag or variable
 """
 
 

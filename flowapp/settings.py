@@ -99,6 +99,18 @@ class ServerSettings(BaseSettings):
         default=1.0, validation_alias=AliasChoices("app_timeout_seconds", ENV_PREFIX + "APP_TIMEOUT")
     )
     """Deadline for one remote-app answer; past it the call goes on with the fallback."""
+    header_timeout_seconds: Seconds = Field(
+        default=10.0, validation_alias=AliasChoices("header_timeout_seconds", ENV_PREFIX + "HEADER_TIMEOUT")
+    )
+    """Time a connection has to deliver a request's headers (from connecting, or from its first byte on a
+    kept-alive connection); past it the connection is closed."""
+    body_timeout_seconds: Seconds = Field(
+        default=30.0, validation_alias=AliasChoices("body_timeout_seconds", ENV_PREFIX + "BODY_TIMEOUT")
+    )
+    """Time a request's body has to arrive once the app reads it; past it the answer is 408."""
+    max_connections: Positive = 1000
+    """Open connections (HTTP and WebSocket) beyond which new ones get 503 and are closed; calls in progress
+    go on. Lowered at startup to fit the open-file limit."""
     host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=8000, ge=1, le=65535)
 
@@ -171,7 +183,11 @@ class _EnvironSource(EnvSettingsSource):
         return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
 
 
-_ENV_NAMES = {"app_timeout_seconds": ENV_PREFIX + "APP_TIMEOUT"}
+_ENV_NAMES = {
+    "app_timeout_seconds": ENV_PREFIX + "APP_TIMEOUT",
+    "header_timeout_seconds": ENV_PREFIX + "HEADER_TIMEOUT",
+    "body_timeout_seconds": ENV_PREFIX + "BODY_TIMEOUT",
+}
 _FIELD_BY_KEY = {alias: field for field, alias in _ENV_NAMES.items()} | {
     alias.lower(): field for field, alias in _ENV_NAMES.items()
 }

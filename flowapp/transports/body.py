@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
 
 from starlette.requests import Request
 
+from flowapp.transports.context import server_settings
+
 
 class BodyTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"request body exceeds {limit} bytes")
         self.limit = limit
+
+
+class BodyTimeout(Exception):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"request body not received within {seconds:g} s")
 
 
 class MalformedJson(Exception):
@@ -24,17 +32,26 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 async def read_limited_body(request: Request, limit: int) -> bytes:
-    """Refuse an over-limit Content-Length at once, and count while streaming: chunked bodies have no length."""
+    """Refuse an over-limit Content-Length at once, and count while streaming: chunked bodies have no length.
+
+    The whole body must arrive within the server's body timeout: a truncated chunked body or a Content-Length
+    larger than what is sent would otherwise hold the request (and its connection) forever.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(limit)
+    seconds = server_settings(request).body_timeout_seconds
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTimeout(seconds) from None
     return b"".join(chunks)
 
 
