@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from flowapp.app import FlowApp
+from flowapp.logs import redact_server_logs
 from flowapp.settings import ServerSettings
 from flowapp.transports import control, events_ws, health, media, openapi, webhook
 from flowapp.transports.body import BodyTimeout
@@ -100,10 +101,12 @@ def uvicorn_config(server: Starlette, settings: ServerSettings, **options: Any) 
 
     uvicorn's own WebSocket size limit is a hard ceiling above the app's; its WebSocket protocol is the one
     that offers media streams the direct channel; its HTTP protocol enforces the header timeout and the
-    connection cap.
+    connection cap. Secrets in query strings (`/media?token=`) are redacted from uvicorn's logs.
     """
     options.setdefault("http", GuardedHttpProtocol.bind(settings))
     options.setdefault("host", settings.host)
     options.setdefault("port", settings.port)
     options.setdefault("ws", DirectWebSocketProtocol)
-    return uvicorn.Config(server, ws_max_size=2 * settings.max_ws_message_bytes, **options)
+    config = uvicorn.Config(server, ws_max_size=2 * settings.max_ws_message_bytes, **options)
+    redact_server_logs()
+    return config
