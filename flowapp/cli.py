@@ -16,7 +16,7 @@ from flowapp import __version__
 from flowapp.app import FlowApp
 from flowapp.loader import AppLoadError, load_app
 from flowapp.logs import configure_logging
-from flowapp.settings import ServerSettings, SettingsError
+from flowapp.settings import DETECTORS, ServerSettings, SettingsError, env_name
 from flowapp.simulation import command as simulate_command
 from flowapp.stt import check_recognizer
 
@@ -64,7 +64,10 @@ environment (a flag wins over its variable; prefer variables for secrets, flags 
   FLOWAPP_MAX_WS_MESSAGE_BYTES, FLOWAPP_LOG_LEVEL, FLOWAPP_LOG_FORMAT,
   FLOWAPP_APP_URL, FLOWAPP_APP_API_TOKEN (X-API-TOKEN sent to the remote app),
   FLOWAPP_APP_WEBHOOK_SECRET (sign events to the remote app), FLOWAPP_APP_TIMEOUT (seconds, default 1),
-  FLOWAPP_RECOGNIZER, FLOWAPP_VAD_DETECTOR, FLOWAPP_MAX_MEDIA_MESSAGE_BYTES, FLOWAPP_MEDIA_JITTER_FRAMES
+  FLOWAPP_RECOGNIZER, FLOWAPP_VAD_DETECTOR, FLOWAPP_MAX_MEDIA_MESSAGE_BYTES, FLOWAPP_MEDIA_JITTER_FRAMES,
+  FLOWAPP_HEADER_TIMEOUT (seconds, default 10), FLOWAPP_BODY_TIMEOUT (seconds, default 30),
+  FLOWAPP_MAX_CONNECTIONS (default 1000)
+every value is checked at startup; a bad one exits with status 2 naming the flag or variable
 """
 
 
@@ -87,10 +90,13 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         "(a faster-whisper model name, hub repository or directory), pocketsphinx, or none (or FLOWAPP_RECOGNIZER)",
     )
     parser.add_argument(
-        "--vad", dest="vad_detector", choices=["webrtc", "silero", "cascade"], help="speech detector for media calls"
+        "--vad",
+        dest="vad_detector",
+        choices=DETECTORS,
+        help="speech detector for media calls (or FLOWAPP_VAD_DETECTOR)",
     )
     parser.add_argument("--host", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    parser.add_argument("--port", type=int, help="TCP port (default 8000)")
+    parser.add_argument("--port", type=int, help="TCP port, 1-65535 (default 8000)")
     parser.add_argument("--api-token", help="require this X-API-TOKEN on the webhook and the WebSocket")
     parser.add_argument("--webhook-secret", help="require an x-sipgate-signature HMAC-SHA256 of each body")
     parser.add_argument("--control-token", help="enable the /v1 control API behind this bearer token")
@@ -103,13 +109,13 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level",
         default=os.environ.get("FLOWAPP_LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
+        choices=_LOG_CHOICES["log_level"],
         help="log verbosity (default info)",
     )
     parser.add_argument(
         "--log-format",
         default=os.environ.get("FLOWAPP_LOG_FORMAT", "text"),
-        choices=["text", "json"],
+        choices=_LOG_CHOICES["log_format"],
         help="text: key=value lines for people; json: one object per line for log collectors",
     )
 
@@ -121,16 +127,41 @@ def _recognizer_name(raw: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+_FLAG_FIELDS = (
+    "host",
+    "port",
+    "api_token",
+    "webhook_secret",
+    "control_token",
+    "insecure_control",
+    "app_url",
+    "recognizer",
+    "vad_detector",
+)
+_FLAGS = {"vad_detector": "--vad"}
+_LOG_CHOICES = {"log_level": ("debug", "info", "warning", "error"), "log_format": ("text", "json")}
+
+
+def _flag(field: str) -> str:
+    return _FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
 def _settings_from(args: argparse.Namespace) -> ServerSettings:
-    settings = ServerSettings.from_env()
-    names = ("host", "port", "api_token", "webhook_secret", "control_token", "insecure_control")
-    for name in (*names, "app_url", "recognizer", "vad_detector"):
+    """The environment's settings with the given flags on top, validated together; an error names the flag or
+    the variable the bad value came from."""
+    flags = {name: value for name in _FLAG_FIELDS if (value := getattr(args, name)) is not None}
+    try:
+        return ServerSettings.from_env(**flags)
+    except SettingsError as exc:
+        raise SettingsError(exc.problems, lambda field: _flag(field) if field in flags else env_name(field)) from None
+
+
+def _check_log_options(args: argparse.Namespace) -> None:
+    """argparse checks a flag against its choices but not a default taken from the environment."""
+    for name, choices in _LOG_CHOICES.items():
         value = getattr(args, name)
-        if value is not None:
-            setattr(settings, name, value)
-    if settings.recognizer == "none":
-        settings.recognizer = None
-    return settings
+        if value not in choices:
+            raise SettingsError({name: f"must be one of {', '.join(choices)}, got {value!r}"})
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -139,6 +170,7 @@ def _serve(args: argparse.Namespace) -> int:
     from flowapp.server import create_server, uvicorn_config
 
     try:
+        _check_log_options(args)
         settings = _settings_from(args)
         app = FlowApp() if settings.app_url else load_app(args.app)
     except (SettingsError, AppLoadError) as exc:

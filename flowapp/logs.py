@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import MutableMapping
 from typing import Any
@@ -54,6 +55,38 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
         return json.dumps(data, default=str)
+
+
+_SECRET_QUERY = re.compile(
+    r"(?i)([?&][^=&#\s\"]*(?:token|secret|key|pass|pwd|sig|auth|credential)[^=&#\s\"]*=)[^&#\s\"]*"
+)
+REDACTED = "[redacted]"
+SERVER_LOGGERS = ("uvicorn.access", "uvicorn.error")
+"""uvicorn logs each request's path with its query string: the access log, and WebSocket accepts and refusals."""
+
+
+def redact_query(text: str) -> str:
+    """`/media?token=s3cret&x=1` as `/media?token=[redacted]&x=1`: any parameter whose name looks secret."""
+    return _SECRET_QUERY.sub(r"\1" + REDACTED, text) if "=" in text else text
+
+
+class RedactQuerySecrets(logging.Filter):
+    """A token in a URL (browsers cannot set headers on a WebSocket) must not end up in a log file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_query(arg) if isinstance(arg, str) else arg for arg in record.args)
+        if isinstance(record.msg, str):
+            record.msg = redact_query(record.msg)
+        return True
+
+
+def redact_server_logs() -> None:
+    """Put the filter on uvicorn's loggers, once; a logger's filters see only what is logged to it directly."""
+    for name in SERVER_LOGGERS:
+        server_logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactQuerySecrets) for f in server_logger.filters):
+            server_logger.addFilter(RedactQuerySecrets())
 
 
 def configure_logging(level: str = "info", fmt: str = "text") -> None:

@@ -10,13 +10,19 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from flowapp.app import FlowApp
+from flowapp.logs import redact_server_logs
 from flowapp.settings import ServerSettings
 from flowapp.transports import control, events_ws, health, media, openapi, webhook
+from flowapp.transports.body import BodyTimeout
+from flowapp.transports.connections import GuardedHttpProtocol
 from flowapp.transports.control import DISABLED_DETAIL
 from flowapp.transports.direct import DirectWebSocketProtocol
+from flowapp.transports.errors import error_response
 from flowapp.transports.remote import responder_for
 
 logger = logging.getLogger("flowapp.server")
@@ -40,11 +46,26 @@ def create_server(
         *openapi.routes,
         *health.routes,
     ]
-    server = Starlette(routes=routes, lifespan=_lifespan)
+    server = Starlette(
+        routes=routes,
+        lifespan=_lifespan,
+        exception_handlers={ClientDisconnect: _client_gone, BodyTimeout: _body_too_slow},
+    )
     server.state.flowapp = app
     server.state.settings = settings
     server.state.responder = responder_for(app, settings)
     return server
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """A caller that hangs up mid-body is routine on the internet, not a server error with a traceback."""
+    logger.info("%s %s: the client closed the connection before its body ended", request.method, request.url.path)
+    return Response(status_code=400)
+
+
+async def _body_too_slow(request: Request, exc: Exception) -> Response:
+    logger.info("%s %s: %s", request.method, request.url.path, exc)
+    return error_response(408, "request_timeout", str(exc), headers={"connection": "close"})
 
 
 @asynccontextmanager
@@ -79,9 +100,13 @@ def uvicorn_config(server: Starlette, settings: ServerSettings, **options: Any) 
     """The uvicorn setup matching the settings.
 
     uvicorn's own WebSocket size limit is a hard ceiling above the app's; its WebSocket protocol is the one
-    that offers media streams the direct channel.
+    that offers media streams the direct channel; its HTTP protocol enforces the header timeout and the
+    connection cap. Secrets in query strings (`/media?token=`) are redacted from uvicorn's logs.
     """
+    options.setdefault("http", GuardedHttpProtocol.bind(settings))
     options.setdefault("host", settings.host)
     options.setdefault("port", settings.port)
     options.setdefault("ws", DirectWebSocketProtocol)
-    return uvicorn.Config(server, ws_max_size=2 * settings.max_ws_message_bytes, **options)
+    config = uvicorn.Config(server, ws_max_size=2 * settings.max_ws_message_bytes, **options)
+    redact_server_logs()
+    return config
