@@ -20,7 +20,7 @@ from flowapp.settings import ServerSettings, SettingsError
 from flowapp.simulation import command as simulate_command
 from flowapp.stt import check_recognizer
 
-DEFAULT_APP = "handlers:app"
+DEFAULT_APP = "flowapp.default_app:app"
 EXIT_USAGE = 2
 
 
@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowapp",
         description="Phone-call voice apps in Python, speaking the sipgate AI Flow event/action protocol.",
-        epilog="example: flowapp serve handlers:app --port 8000\nrun 'flowapp COMMAND --help' for a command's options",
+        epilog="example: flowapp serve myapp:app --port 8000\nrun 'flowapp COMMAND --help' for a command's options",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"flowapp {__version__}")
