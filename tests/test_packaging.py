@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from flowapp import FlowApp
+from tests.conftest import StartServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,3 +55,37 @@ def test_the_wheel_declares_an_spdx_licence_without_deprecation_warnings(wheel: 
     assert "SetuptoolsDeprecationWarning" not in log
     assert "project.license" not in log
 
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def test_the_image_installs_dependencies_before_it_copies_the_source() -> None:
+    steps = dockerfile_instructions()
+    copies = [(i, args.split()[:-1]) for i, (op, args) in enumerate(steps) if op == "COPY"]
+    for _, sources in copies:
+        for source in sources:
+            assert (ROOT / source).exists(), f"Dockerfile copies {source}, which is not in the checkout"
+    first_source = next(i for i, sources in copies if "flowapp" in sources)
+    dependencies = next(i for i, (op, args) in enumerate(steps) if op == "RUN" and "requirements.txt" in args)
+    project = next(i for i, sources in copies if "pyproject.toml" in sources)
+    assert project < dependencies < first_source
+
+
+def test_the_image_healthcheck_passes_against_a_running_server(live_server: StartServer) -> None:
+    (healthcheck,) = [args for op, args in dockerfile_instructions() if op == "HEALTHCHECK"]
+    command = healthcheck.split(" CMD ", 1)[1]
+    server = live_server(FlowApp())
+    port = server.base_url.rsplit(":", 1)[1]
+    env = {**os.environ, "FLOWAPP_PORT": port}
+    python = str(Path(sys.executable).parent)
+    env["PATH"] = python + os.pathsep + env.get("PATH", "")
+    assert subprocess.run(["sh", "-c", command], env=env, timeout=30).returncode == 0
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    env["FLOWAPP_PORT"] = str(closed_port)
+    assert subprocess.run(["sh", "-c", command], env=env, capture_output=True, timeout=30).returncode != 0
