@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from flowapp import __version__
 from flowapp.app import FlowApp
+from flowapp.carrier import command as call_command
 from flowapp.loader import AppLoadError, load_app
 from flowapp.logs import configure_logging
 from flowapp.settings import ServerSettings, SettingsError
@@ -177,6 +178,17 @@ register(
         description=simulate_command.DESCRIPTION,
         add_arguments=simulate_command.add_arguments,
         run=simulate_command.run,
+    )
+)
+
+
+register(
+    Command(
+        name="call",
+        summary="place a live call to a running server as a carrier would, streaming a WAV as the caller",
+        description=call_command.DESCRIPTION,
+        add_arguments=call_command.add_arguments,
+        run=call_command.run,
     )
 )
 
