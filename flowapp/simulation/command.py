@@ -9,8 +9,9 @@ from pathlib import Path
 
 from flowapp.loader import AppLoadError, load_app
 from flowapp.logs import configure_logging
-from flowapp.simulation.run import run_scenario, timeline_lines
+from flowapp.simulation.run import recognizer_for, run_scenario, timeline_lines
 from flowapp.simulation.scenario import ScenarioError, load_scenario
+from flowapp.stt.whisper import ModelError
 
 EXIT_INVALID = 2
 
@@ -49,7 +50,12 @@ def run(args: argparse.Namespace) -> int:
     except (ScenarioError, AppLoadError) as exc:
         print(f"flowapp simulate: error: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    timeline = asyncio.run(run_scenario(scenario, base, app, record_wav=args.wav))
+    try:
+        recognizer = recognizer_for(scenario)
+    except (ModelError, ImportError) as exc:
+        print(f"flowapp simulate: error: recognizer {scenario.recognizer!r}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    timeline = asyncio.run(run_scenario(scenario, base, app, recognizer=recognizer, record_wav=args.wav))
     for line in timeline_lines(timeline):
         print(line)
     return 0

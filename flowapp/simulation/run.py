@@ -148,9 +148,12 @@ async def run_scenario(
     responder: Responder | None = None,
     *,
     renderer: Renderer | None = None,
+    recognizer: StreamingRecognizer | None = None,
     record_wav: Path | None = None,
 ) -> list[Record]:
-    """The call's timeline: every event delivered to the app, plus barge-ins, hangups and transfers."""
+    """The call's timeline: every event delivered to the app, plus barge-ins, hangups and transfers.
+
+    `recognizer`: one already made by `recognizer_for(scenario)`, so its load errors can be reported first."""
     config = EngineConfig(start_unix_ms=SIMULATED_EPOCH_MS)
     app_options = getattr(responder, "turn_handling", None)
     if scenario.turn_handling is not None:
@@ -164,7 +167,7 @@ async def run_scenario(
     call = SimulatedCall(
         responder or PlayOnce(assistant_action(scenario, base)),
         config=config,
-        recognizer=recognizer_for(scenario),
+        recognizer=recognizer or recognizer_for(scenario),
         renderer=renderer,
     )
     for t_ms in scenario.barge_in_requests_ms:

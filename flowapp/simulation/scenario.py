@@ -8,6 +8,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from flowapp.audio.errors import AudioFormatError
+from flowapp.audio.wav import decode_wav
 from flowapp.engine.turns import TurnHandling
 from flowapp.protocol.actions import BargeIn, TtsConfig
 from flowapp.stt import check_recognizer
@@ -97,6 +99,10 @@ def load_scenario(path: str | Path) -> tuple[Scenario, Path]:
     for rel in _audio_paths(scenario):
         if not (base / rel).is_file():
             raise ScenarioError(f"{path}: audio file not found: {rel} (paths are relative to the scenario file)")
+        try:
+            decode_wav((base / rel).read_bytes())
+        except AudioFormatError as exc:
+            raise ScenarioError(f"{path}: audio file {rel} cannot be played: {exc}") from None
     return scenario, base
 
 

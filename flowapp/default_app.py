@@ -1,5 +1,7 @@
 """The default app `flowapp serve` runs: a small support line that uses every barge-in strategy.
 
+It lives inside the package so that installing flowapp adds no top-level module a user's own code could collide with.
+
 - greeting: `minimum_characters` with a protection period, so a "hello?" does not cut the welcome short;
 - menu and re-prompts: `immediate`, so a caller who knows what they want is never kept waiting;
 - a verification code: `none`, read to the end whatever the caller does;
@@ -27,7 +29,7 @@ from flowapp import (
     UserSpeak,
 )
 
-logger = logging.getLogger("handlers")
+logger = logging.getLogger("flowapp.default_app")
 
 SUPPORT_NUMBER = os.environ.get("FLOWAPP_SUPPORT_NUMBER", "+4921100000000")
 MAX_SILENT_PROMPTS = 2
