@@ -119,7 +119,7 @@ class ConnectError(Exception):
 async def _call(url: str, caller: Pcm, session_id: str, token: str | None, wait_seconds: float) -> CallOutcome:
     headers = {"X-API-TOKEN": token} if token else None
     try:
-        ws = await connect(url, additional_headers=headers, open_timeout=CONNECT_TIMEOUT_SECONDS)
+        ws = await connect(url, additional_headers=headers, open_timeout=CONNECT_TIMEOUT_SECONDS, compression=None)
     except InvalidStatus as exc:
         status = exc.response.status_code
         hint = " (wrong or missing --token?)" if status in (401, 403) else ""

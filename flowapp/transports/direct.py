@@ -223,6 +223,9 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         self._deliver(text)
 
     def handle_connect(self, event: Request) -> None:
+        # No permessage-deflate, whatever the client offers: compressed frames cannot take the fast path, and
+        # carriers' messages (a few hundred bytes of base64 audio or JSON) gain little from it.
+        self.conn.available_extensions = []
         super().handle_connect(event)
         if self.handshake_initiated and not self.close_sent:
             self.scope["extensions"][EXTENSION] = {"channel": lambda: DirectChannel(self)}

@@ -55,7 +55,7 @@ class Carrier:
     async def connect(
         cls, url: str, custom: dict[str, str] | None = None, *, start: bool = True, path: str = "/media"
     ) -> AsyncIterator[Carrier]:
-        async with connect(url + path) as ws:
+        async with connect(url + path, compression=None) as ws:  # as carriers connect: no permessage-deflate
             carrier = cls(ws)
             carrier._reader = asyncio.create_task(carrier._read())
             if start:

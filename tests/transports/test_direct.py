@@ -394,3 +394,14 @@ async def test_plain_text_frames_bypass_the_websockets_parser(monkeypatch: pytes
     assert echo.texts == [f"media {k}" for k in range(50)]
     assert len(parsed) == 1 and parsed[0].startswith(b"\x89"), "only the ping went through websockets"
     protocol.connection_lost(None)
+
+
+async def test_a_client_offering_permessage_deflate_is_declined_and_keeps_the_fast_path(served: Served) -> None:
+    async with connect(served.url) as ws:  # websockets offers permessage-deflate by default
+        assert ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+        assert ws.protocol.extensions == []
+        for k in range(20):
+            await ws.send(f"media {k}")
+            assert await ws.recv() == f"media {k}"
+    assert served.offered == [True]
