@@ -47,7 +47,12 @@ async def webhook(request: Request) -> Response:
         return Response(status_code=204)
     except (ValidationError, TypeError, ValueError) as exc:
         return error_response(422, "invalid_event", field_errors(exc))
-    return await _answer(flow_app(request), event)
+    app = flow_app(request)
+    if event.session.id in app.calls:
+        detail = f"session {event.session.id!r} is live on a WebSocket or media stream: only that connection may send"
+
+        return error_response(409, "session_taken", detail)
+    return await _answer(app, event)
 
 
 async def _answer(app: FlowApp, event: Event) -> Response:
