@@ -51,7 +51,7 @@ class FlowApp:
         self.default_barge_in = default_barge_in or BargeIn.min_characters(3)
         self.fallback = fallback
         self.handler_timeout = handler_timeout
-        self.store: SessionStore = session_store or InMemorySessionStore()
+        self.store: SessionStore = session_store if session_store is not None else InMemorySessionStore()
         if not isinstance(turn_handling, TurnHandling):
             turn_handling = TurnHandling.model_validate(turn_handling or {})
         self.turn_handling = turn_handling
