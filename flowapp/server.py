@@ -10,6 +10,7 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from flowapp.app import FlowApp
@@ -17,6 +18,7 @@ from flowapp.settings import ServerSettings
 from flowapp.transports import control, events_ws, health, media, openapi, webhook
 from flowapp.transports.control import DISABLED_DETAIL
 from flowapp.transports.direct import DirectWebSocketProtocol
+from flowapp.transports.origin import BrowserGuard
 from flowapp.transports.remote import responder_for
 
 logger = logging.getLogger("flowapp.server")
@@ -40,7 +42,7 @@ def create_server(
         *openapi.routes,
         *health.routes,
     ]
-    server = Starlette(routes=routes, lifespan=_lifespan)
+    server = Starlette(routes=routes, lifespan=_lifespan, middleware=[Middleware(BrowserGuard)])
     server.state.flowapp = app
     server.state.settings = settings
     server.state.responder = responder_for(app, settings)

@@ -51,6 +51,9 @@ class ServerSettings:
     """Key for the `x-sipgate-signature` flowapp puts on each event it posts to the remote app."""
     app_timeout_seconds: float = 1.0
     """Deadline for one remote-app answer; past it the call goes on with the fallback."""
+    allowed_origins: tuple[str, ...] = ()
+    """Browser origins (`https://console.example.com`) that may post and open WebSockets; a request carrying
+    any other `Origin` header, or `Sec-Fetch-Site: cross-site`, is refused."""
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -97,6 +100,13 @@ class ServerSettings:
             except ValueError as exc:
                 raise SettingsError(f"FLOWAPP_RECOGNIZER: {exc}") from None
 
+        def origins(raw: str | None) -> tuple[str, ...]:
+            listed = tuple(o.strip().rstrip("/").lower() for o in (raw or "").split(",") if o.strip())
+            for origin in listed:
+                if not origin.startswith(("http://", "https://")):
+                    raise SettingsError(f"FLOWAPP_ALLOWED_ORIGINS: {origin!r} is not an origin like https://host")
+            return listed
+
         return cls(
             api_token=text("FLOWAPP_API_TOKEN"),
             webhook_secret=text("FLOWAPP_WEBHOOK_SECRET"),
@@ -113,6 +123,7 @@ class ServerSettings:
             app_api_token=text("FLOWAPP_APP_API_TOKEN"),
             app_webhook_secret=text("FLOWAPP_APP_WEBHOOK_SECRET"),
             app_timeout_seconds=seconds("FLOWAPP_APP_TIMEOUT", defaults.app_timeout_seconds),
+            allowed_origins=origins(text("FLOWAPP_ALLOWED_ORIGINS")),
             host=text("FLOWAPP_HOST") or defaults.host,
             port=number("FLOWAPP_PORT", defaults.port),
         )

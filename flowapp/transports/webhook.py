@@ -30,6 +30,10 @@ async def webhook(request: Request) -> Response:
     settings = server_settings(request)
     if not api_token_ok(request.headers.get(API_TOKEN_HEADER), settings):
         return unauthorized(f"missing or wrong {API_TOKEN_HEADER} header")
+    content_type = request.headers.get("content-type")
+    if content_type is not None and not _is_json(content_type):
+        detail = f"send the event as application/json, not {content_type[:100]!r}"
+        return error_response(415, "unsupported_media_type", detail)
     try:
         body = await read_limited_body(request, settings.max_body_bytes)
     except BodyTooLarge as exc:
@@ -66,6 +70,11 @@ async def _answer(app: FlowApp, event: Event) -> Response:
             logger.exception("fallback failed; answered with no action")
             body = None
     return Response(status_code=204) if body is None else JSONResponse(body)
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
 
 
 def _session_id(data: Any) -> str | None:
