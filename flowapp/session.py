@@ -182,6 +182,10 @@ class SessionRegistry:
     def watch(self, watcher: RegistryWatcher) -> None:
         self._watchers.append(watcher)
 
+    def unwatch(self, watcher: RegistryWatcher) -> None:
+        if watcher in self._watchers:
+            self._watchers.remove(watcher)
+
     def claim(self, session_id: str, owner: object) -> bool:
         """Reserve the id for `owner`: True when it was free or is already `owner`'s."""
         return self._owners.setdefault(session_id, owner) is owner

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flowapp.stt import check_recognizer
 
@@ -12,6 +12,13 @@ MIB = 1024 * 1024
 KIB = 1024
 
 _TRUE = {"1", "true", "yes", "on"}
+_OFF = {"off", "none", "0", "false", "no"}
+
+
+def default_journal_dir() -> str:
+    """`$XDG_STATE_HOME/flowapp/live-calls` (`~/.local/state/...` when unset): state that outlives a process."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "flowapp", "live-calls")
 
 
 class SettingsError(ValueError):
@@ -54,6 +61,9 @@ class ServerSettings:
     allowed_origins: tuple[str, ...] = ()
     """Browser origins (`https://console.example.com`) that may post and open WebSockets; a request carrying
     any other `Origin` header, or `Sec-Fetch-Site: cross-site`, is refused."""
+    journal_dir: str | None = field(default_factory=default_journal_dir)
+    """Where the live-call journal lives, so a restarted instance can end the calls a killed one lost;
+    None turns it off. Instances on the same host and port share one deployment's journal."""
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -107,6 +117,11 @@ class ServerSettings:
                     raise SettingsError(f"FLOWAPP_ALLOWED_ORIGINS: {origin!r} is not an origin like https://host")
             return listed
 
+        def journal(raw: str | None) -> str | None:
+            if raw is None:
+                return defaults.journal_dir
+            return None if raw.lower() in _OFF else os.path.expanduser(raw)
+
         return cls(
             api_token=text("FLOWAPP_API_TOKEN"),
             webhook_secret=text("FLOWAPP_WEBHOOK_SECRET"),
@@ -124,6 +139,7 @@ class ServerSettings:
             app_webhook_secret=text("FLOWAPP_APP_WEBHOOK_SECRET"),
             app_timeout_seconds=seconds("FLOWAPP_APP_TIMEOUT", defaults.app_timeout_seconds),
             allowed_origins=origins(text("FLOWAPP_ALLOWED_ORIGINS")),
+            journal_dir=journal(text("FLOWAPP_JOURNAL")),
             host=text("FLOWAPP_HOST") or defaults.host,
             port=number("FLOWAPP_PORT", defaults.port),
         )
