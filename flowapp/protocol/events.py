@@ -29,7 +29,7 @@ def normalize_phone_number(value: str | None) -> str | None:
 class SessionInfo(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    id: str
+    id: Annotated[str, Field(json_schema_extra={"minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": "^[!-~]+$"})]
     """1-128 printable ASCII characters (the platform sends UUIDs)."""
     account_id: str | None = None
     phone_number: str | None = None
