@@ -143,7 +143,7 @@ class EventConnection:
         try:
             event = parse_event(data)
         except UnknownEventType as exc:
-            self._limiter.log(logger, logging.INFO, "ignored event of unknown type %r", exc.event_type)
+            self._limiter.log(logger, logging.INFO, "ignored event of unknown type %r", str(exc.event_type)[:64])
             return
         except (ValidationError, TypeError, ValueError) as exc:
             await self._send_error("invalid_event", field_errors(exc))

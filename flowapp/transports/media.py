@@ -424,7 +424,7 @@ class MediaConnection:
             return True
         if isinstance(event, str) and event not in self._unknown and len(self._unknown) < 16:
             self._unknown.add(event)
-            self.log.info("ignored media event of unknown type %r", event)
+            self.log.info("ignored media event of unknown type %r", event[:64])
         return True
 
     def _media(self, data: dict[str, Any]) -> bool:

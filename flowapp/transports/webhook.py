@@ -17,6 +17,7 @@ from starlette.routing import Route
 from flowapp.app import FlowApp
 from flowapp.logs import call_logger
 from flowapp.protocol.events import Event, UnknownEventType, parse_event
+from flowapp.protocol.ids import is_valid_id
 from flowapp.transports.auth import API_TOKEN_HEADER, SIGNATURE_HEADER, api_token_ok, signature_ok, unauthorized
 from flowapp.transports.body import BodyTooLarge, MalformedJson, decode_json, read_limited_body
 from flowapp.transports.context import flow_app, server_settings
@@ -47,7 +48,8 @@ async def webhook(request: Request) -> Response:
     try:
         event = parse_event(data)
     except UnknownEventType as exc:
-        logger.info("ignored event of unknown type %r", exc.event_type, extra={"session_id": _session_id(data)})
+        event_type = str(exc.event_type)[:64]
+        logger.info("ignored event of unknown type %r", event_type, extra={"session_id": _session_id(data)})
         return Response(status_code=204)
     except (ValidationError, TypeError, ValueError) as exc:
         return error_response(422, "invalid_event", field_errors(exc))
@@ -80,7 +82,7 @@ def _is_json(content_type: str) -> bool:
 def _session_id(data: Any) -> str | None:
     session = data.get("session") if isinstance(data, dict) else None
     value = session.get("id") if isinstance(session, dict) else None
-    return value if isinstance(value, str) else None
+    return value if is_valid_id(value) else None
 
 
 routes = [Route("/webhook", webhook, methods=["POST"])]

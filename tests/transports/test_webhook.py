@@ -158,6 +158,13 @@ def test_unknown_event_type_is_204_and_logged(live_server: StartServer, caplog: 
     assert seen == []
     assert "call_recording_ready" in caplog.text
 
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="flowapp.webhook"):
+        huge = post(live_server(app).base_url, event("y" * 400_000, session_id="z" * 400_000))
+    assert huge.status_code == 204
+    (line,) = [r for r in caplog.records if r.name == "flowapp.webhook"]
+    assert len(line.getMessage()) < 200 and getattr(line, "session_id", None) is None
+
 
 def test_raising_handler_answers_the_fallback_and_the_server_stays_up(live_server: StartServer) -> None:
     app, _ = make_app()
