@@ -84,7 +84,7 @@ class LiveCallJournal:
 
     def open(self) -> None:
         """Create the directory and take this instance's lock; raises OSError when the directory is unusable."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._lock_fd = fd
@@ -214,6 +214,9 @@ def _read_calls(path: Path) -> list[dict[str, Any]]:
 
 
 def _write_atomically(path: Path, contents: dict[str, Any]) -> None:
+    """Readable by the server's user only: the entries carry the callers' phone numbers."""
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(contents, separators=(",", ":")), "utf-8")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(json.dumps(contents, separators=(",", ":")))
     os.replace(temporary, path)

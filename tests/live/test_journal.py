@@ -23,9 +23,12 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
+from flowapp.journal import LiveCallJournal
+from flowapp.protocol.events import SessionInfo
+from flowapp.session import SessionRegistry
 from flowapp.settings import ServerSettings
 from tests.conftest import StartServer
-from tests.live.calls import CUSTOM, RecordingApp
+from tests.live.calls import CUSTOM, PushedCall, RecordingApp
 from tests.live.carrier import Carrier
 
 APP = """
@@ -203,3 +206,18 @@ def test_the_journal_setting_and_an_unusable_directory(
     server = live_server(app.app, ServerSettings(journal_dir=str(blocked / "journal"), recognizer=None))
     assert "live-call journal off: cannot use" in caplog.text
     assert httpx.post(server.base_url + "/webhook", json={"type": "session_start", "session": {"id": "x"}}).json()
+
+
+async def test_journal_files_are_private_to_the_servers_user(tmp_path: Path) -> None:
+    journal = LiveCallJournal(tmp_path / "journal", "127.0.0.1-8000")
+    journal.open()
+    registry = SessionRegistry()
+    registry.watch(journal)
+    call = PushedCall(SessionInfo(id="call-1", from_phone_number="+4915100000001"))
+    registry.add(call)
+    await until(lambda: journal.calls_path.exists())
+    assert journal.calls_path.stat().st_mode & 0o077 == 0
+    assert (tmp_path / "journal").stat().st_mode & 0o077 == 0
+    registry.remove("call-1")
+    await journal.close()
+    assert list((tmp_path / "journal").iterdir()) == []

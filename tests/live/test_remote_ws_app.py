@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 
 from flowapp import BargeIn, BargeInNow, FlowApp, Speak
-from flowapp.protocol.actions import Action
 from flowapp.protocol.events import SessionInfo, SessionStart
 from flowapp.session import SessionRegistry
 from flowapp.settings import ServerSettings
 from flowapp.transports.remote import responder_for
 from flowapp.transports.remote_ws import RemoteWebSocketApp
 from tests.conftest import StartServer
-from tests.live.calls import CUSTOM, LONG_TEXT, RecordingApp
+from tests.live.calls import CUSTOM, LONG_TEXT, PushedCall, RecordingApp
 from tests.live.carrier import Carrier
 
 
@@ -79,23 +77,6 @@ async def test_an_unreachable_socket_app_gets_the_fallback() -> None:
     actions = await responder.respond(SessionStart(session={"id": "s-1"}))
     assert [(a.type, a.session_id) for a in actions] == [("speak", "s-1")]
     await responder.aclose()
-
-
-class PushedCall:
-    transport = "test"
-
-    def __init__(self, info: SessionInfo) -> None:
-        self.info = info
-        self.pushed: list[Action] = []
-
-    async def barge_in(self) -> bool:
-        return True
-
-    async def push(self, actions: list[Action]) -> None:
-        self.pushed.extend(actions)
-
-    def describe(self) -> dict[str, Any]:
-        return {"session_id": self.info.id}
 
 
 async def test_actions_naming_another_call_are_dropped() -> None:
