@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from flowapp.engine.interruption import InterruptionHook
 from flowapp.engine.turns import TurnHandling
 from flowapp.logs import call_logger
-from flowapp.protocol.actions import Action, Audio, BargeIn, Speak
+from flowapp.protocol.actions import Action, Audio, BargeIn, Speak, foreign
 from flowapp.protocol.events import NO_REPLY_EVENTS, Event, SessionInfo
 from flowapp.session import InMemorySessionStore, Session, SessionRegistry, SessionStore
 
@@ -51,7 +51,7 @@ class FlowApp:
         self.default_barge_in = default_barge_in or BargeIn.min_characters(3)
         self.fallback = fallback
         self.handler_timeout = handler_timeout
-        self.store: SessionStore = session_store or InMemorySessionStore()
+        self.store: SessionStore = session_store if session_store is not None else InMemorySessionStore()
         if not isinstance(turn_handling, TurnHandling):
             turn_handling = TurnHandling.model_validate(turn_handling or {})
         self.turn_handling = turn_handling
@@ -143,10 +143,15 @@ class FlowApp:
         if actions and event.type in NO_REPLY_EVENTS:
             log.info("reply to %s ignored (the platform executes no actions for it)", event.type)
             return []
-        return self.finish(actions, session.id)
+        return self.finish(_own_actions(actions, session.id, log), session.id)
 
     def finish(self, actions: list[Action], session_id: str) -> list[Action]:
-        """Fill in what the developer may leave out: the session id and the app's default barge-in."""
+        """Fill in what the developer may leave out: the session id and the app's default barge-in.
+
+        An action naming another call is a mistake that must not act on this one: ForeignSessionAction.
+        """
+        if strays := foreign(actions, session_id):
+            raise ForeignSessionAction(strays[0], session_id)
         finished: list[Action] = []
         for action in actions:
             update: dict[str, Any] = {}
@@ -188,7 +193,7 @@ class FlowApp:
             log.error("late handler raised: %r", task.exception())
             return
         try:
-            actions = self.finish(to_actions(task.result()), session.id)
+            actions = self.finish(_own_actions(to_actions(task.result()), session.id, log), session.id)
         except Exception as exc:
             log.error("late handler returned an invalid result: %r", exc)
             return
@@ -200,6 +205,21 @@ class FlowApp:
             pushed.add_done_callback(self._late_tasks.discard)
         else:
             log.warning("late handler result not delivered (no live channel): %s", [a.to_wire() for a in actions])
+
+
+class ForeignSessionAction(ValueError):
+    """An action for one call names another call's session id."""
+
+    def __init__(self, action: Action, session_id: str) -> None:
+        super().__init__(f"a {action.type} action names session {action.session_id!r} but was sent into {session_id!r}")
+
+
+def _own_actions(actions: list[Action], session_id: str, log: logging.LoggerAdapter[Any]) -> list[Action]:
+    """A handler's reply without the actions that name another call (each logged: it is a bug in the app)."""
+    strays = foreign(actions, session_id)
+    for action in strays:
+        log.error("dropped a %s action naming another session (%r)", action.type, action.session_id)
+    return [a for a in actions if a.session_id in (None, session_id)] if strays else actions
 
 
 def _arity(handler: Handler) -> int:

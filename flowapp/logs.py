@@ -6,7 +6,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 # uvicorn adds `color_message`, a copy of the message with terminal colours.
@@ -24,6 +24,44 @@ class CallLogger(logging.LoggerAdapter[logging.Logger]):
 
 def call_logger(logger: logging.Logger, session_id: str | None, **fields: Any) -> CallLogger:
     return CallLogger(logger, {"session_id": session_id, **fields})
+
+
+class RepeatLimiter:
+    """Caps how often one kind of line is logged, so a peer cannot turn its messages into a flood of logs.
+
+    Each message format gets `burst` lines per `window_seconds`; what is held back after that is counted and
+    reported in one line when the window ends or at `flush()` (a connection calls it when it closes).
+    """
+
+    def __init__(self, burst: int = 5, window_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.burst = burst
+        self.window_seconds = window_seconds
+        self._clock = clock
+        self._windows: dict[str, list[Any]] = {}
+
+    def log(self, log: logging.Logger | logging.LoggerAdapter[Any], level: int, msg: str, *args: Any) -> None:
+        """Log `msg % args` unless `msg` has had its share; the format string (a constant) is the key."""
+        now = self._clock()
+        window = self._windows.get(msg)
+        if window is None or now - window[0] >= self.window_seconds:
+            if window is not None:
+                self._report(log, level, msg, window[2])
+            window = self._windows[msg] = [now, 0, 0]
+        if window[1] < self.burst:
+            window[1] += 1
+            log.log(level, msg, *args)
+        else:
+            window[2] += 1
+
+    def flush(self, log: logging.Logger | logging.LoggerAdapter[Any], level: int = logging.WARNING) -> None:
+        for msg, window in self._windows.items():
+            self._report(log, level, msg, window[2])
+        self._windows.clear()
+
+    @staticmethod
+    def _report(log: logging.Logger | logging.LoggerAdapter[Any], level: int, msg: str, held: int) -> None:
+        if held:
+            log.log(level, "%d more lines like %r were not logged", held, msg)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from flowapp.app import FlowApp
+from flowapp.journal import INSTANCE_LOST, LiveCallJournal
 from flowapp.logs import redact_server_logs
+from flowapp.protocol.events import SessionEnd, SessionInfo
+from flowapp.responder import Responder
 from flowapp.settings import ServerSettings
 from flowapp.transports import control, events_ws, health, media, openapi, webhook
 from flowapp.transports.body import BodyTimeout
@@ -23,6 +29,7 @@ from flowapp.transports.connections import GuardedHttpProtocol
 from flowapp.transports.control import DISABLED_DETAIL
 from flowapp.transports.direct import DirectWebSocketProtocol
 from flowapp.transports.errors import error_response
+from flowapp.transports.origin import BrowserGuard
 from flowapp.transports.remote import responder_for
 
 logger = logging.getLogger("flowapp.server")
@@ -49,6 +56,7 @@ def create_server(
     server = Starlette(
         routes=routes,
         lifespan=_lifespan,
+        middleware=[Middleware(BrowserGuard)],
         exception_handlers={ClientDisconnect: _client_gone, BodyTimeout: _body_too_slow},
     )
     server.state.flowapp = app
@@ -86,14 +94,63 @@ async def _lifespan(server: Starlette) -> AsyncIterator[None]:
         logger.info("%s", DISABLED_DETAIL)
     if settings.app_url:
         logger.info("media calls are answered by the remote app at %s", settings.app_url)
+    journal = _open_journal(settings)
+    recovery: asyncio.Task[int] | None = None
+    if journal is not None:
+        server.state.flowapp.calls.watch(journal)
+        recovery = asyncio.create_task(_recover(journal, _lost_call_delivery(server)), name="flowapp-recovery")
     await media.prepare(settings)
     # Everything loaded so far (modules, the app, its models) lives as long as the server: left out of the
     # garbage collector's full passes, which otherwise stall every live call's audio for tens of ms.
     gc.freeze()
     yield
+    if journal is not None and recovery is not None:
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(recovery, RECOVERY_GRACE_SECONDS)
+        server.state.flowapp.calls.unwatch(journal)
+        await journal.close()
     close = getattr(server.state.responder, "aclose", None)
     if close is not None:
         await close()
+
+
+RECOVERY_GRACE_SECONDS = 5.0
+"""At shutdown, how long the delivery of lost calls' `session_end` may still run; the rest waits for the next start."""
+
+
+def _open_journal(settings: ServerSettings) -> LiveCallJournal | None:
+    if settings.journal_dir is None:
+        logger.info("live-call journal off: calls lost with a killed instance never get session_end")
+        return None
+    journal = LiveCallJournal(settings.journal_dir, f"{settings.host}-{settings.port}")
+    try:
+        journal.open()
+    except OSError as exc:
+        logger.error("live-call journal off: cannot use %s (%r); set FLOWAPP_JOURNAL", settings.journal_dir, exc)
+        return None
+    return journal
+
+
+async def _recover(journal: LiveCallJournal, deliver: Callable[[SessionInfo, str], Awaitable[None]]) -> int:
+    try:
+        delivered = await journal.recover(deliver)
+    except OSError as exc:
+        logger.error("reading the live-call journal failed (%r): lost calls stay unended", exc)
+        return 0
+    if delivered:
+        logger.warning("%d calls of a killed instance ended with session_end(%s)", delivered, INSTANCE_LOST)
+    return delivered
+
+
+def _lost_call_delivery(server: Starlette) -> Callable[[SessionInfo, str], Awaitable[None]]:
+    """A lost call's `session_end` goes where its events went: the in-process app for `/ws` calls, the
+    media responder (perhaps a remote app) for media calls."""
+
+    async def deliver(info: SessionInfo, transport: str) -> None:
+        responder: Responder = server.state.flowapp if transport == "websocket" else server.state.responder
+        await responder.respond(SessionEnd(session=info, reason=INSTANCE_LOST))
+
+    return deliver
 
 
 def uvicorn_config(server: Starlette, settings: ServerSettings, **options: Any) -> uvicorn.Config:

@@ -6,6 +6,9 @@ several flowapp processes serve the same calls.
 
 from __future__ import annotations
 
+import logging
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from typing import Any, Protocol
@@ -14,6 +17,8 @@ from flowapp.protocol.actions import Action
 from flowapp.protocol.events import SessionInfo
 
 PushActions = Callable[[list[Action]], Awaitable[None]]
+
+logger = logging.getLogger("flowapp.session")
 
 
 class SessionStore(Protocol):
@@ -25,20 +30,60 @@ class SessionStore(Protocol):
 
 
 class InMemorySessionStore:
-    def __init__(self) -> None:
-        self._states: dict[str, dict[str, Any]] = {}
+    """Per-call state in this process, bounded: a call that never sends `session_end` does not stay forever.
+
+    State untouched for `idle_seconds` is dropped, and past `max_sessions` the state idle longest goes first,
+    so a flood of made-up session ids costs a bounded amount of memory.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_sessions: int = 100_000,
+        idle_seconds: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_sessions < 1 or not idle_seconds > 0:
+            raise ValueError("max_sessions must be at least 1 and idle_seconds positive")
+        self.max_sessions = max_sessions
+        self.idle_seconds = idle_seconds
+        self._clock = clock
+        self._states: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._evicted = 0
 
     def load(self, session_id: str) -> dict[str, Any]:
-        return self._states.setdefault(session_id, {})
+        entry = self._states.get(session_id)
+        state = entry[1] if entry is not None else {}
+        self.save(session_id, state)
+        return state
 
     def save(self, session_id: str, state: dict[str, Any]) -> None:
-        self._states[session_id] = state
+        now = self._clock()
+        self._states[session_id] = (now, state)
+        self._states.move_to_end(session_id)
+        self._expire(now)
 
     def delete(self, session_id: str) -> None:
         self._states.pop(session_id, None)
 
     def __len__(self) -> int:
         return len(self._states)
+
+    def _expire(self, now: float) -> None:
+        """The oldest entries are first: drop the idle ones, then any over the cap."""
+        while self._states:
+            session_id, (touched, _) = next(iter(self._states.items()))
+            if now - touched < self.idle_seconds and len(self._states) <= self.max_sessions:
+                return
+            del self._states[session_id]
+            if now - touched < self.idle_seconds:
+                self._evicted += 1
+                if self._evicted in (1, 10, 100) or self._evicted % 1000 == 0:
+                    logger.warning(
+                        "session store full (%d sessions): dropped the state idle longest (%d so far)",
+                        self.max_sessions,
+                        self._evicted,
+                    )
 
 
 class NotConnected(RuntimeError):
@@ -105,18 +150,64 @@ def describe_call(info: SessionInfo, transport: str, connected_since: datetime) 
     }
 
 
+class SessionTaken(Exception):
+    """The session id belongs to another live call: whoever sent it does not own that call."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session id {session_id!r} belongs to another live call")
+        self.session_id = session_id
+
+
+class RegistryWatcher(Protocol):
+    """Told when a call goes live and when it is over (the live-call journal listens)."""
+
+    def call_started(self, call: LiveCall) -> None: ...
+
+    def call_ended(self, session_id: str) -> None: ...
+
+
 class SessionRegistry:
-    """The calls that are live right now, by session id, across all transports."""
+    """The calls that are live right now, by session id, across all transports.
+
+    Each id is owned by the connection that claimed it first (a `/ws` connection, a media stream) until
+    that owner releases it: nobody else can register, replace or remove the call, and a transport asks
+    `in` before it lets an event naming the id reach the app.
+    """
 
     def __init__(self) -> None:
         self._calls: dict[str, LiveCall] = {}
+        self._owners: dict[str, object] = {}
+        self._watchers: list[RegistryWatcher] = []
 
-    def add(self, call: LiveCall) -> None:
-        self._calls[call.info.id] = call
+    def watch(self, watcher: RegistryWatcher) -> None:
+        self._watchers.append(watcher)
 
-    def remove(self, session_id: str, call: LiveCall | None = None) -> None:
-        if call is None or self._calls.get(session_id) is call:
-            self._calls.pop(session_id, None)
+    def unwatch(self, watcher: RegistryWatcher) -> None:
+        if watcher in self._watchers:
+            self._watchers.remove(watcher)
+
+    def claim(self, session_id: str, owner: object) -> bool:
+        """Reserve the id for `owner`: True when it was free or is already `owner`'s."""
+        return self._owners.setdefault(session_id, owner) is owner
+
+    def add(self, call: LiveCall, owner: object | None = None) -> None:
+        """Register a live call for its owner (the call itself when none is given); raises SessionTaken."""
+        session_id = call.info.id
+        if not self.claim(session_id, call if owner is None else owner):
+            raise SessionTaken(session_id)
+        self._calls[session_id] = call
+        for watcher in self._watchers:
+            watcher.call_started(call)
+
+    def remove(self, session_id: str, owner: object | None = None) -> None:
+        """Release the id; only its owner can, or anyone when `owner` is None."""
+        held = self._owners.get(session_id)
+        if held is None or (owner is not None and held is not owner):
+            return
+        del self._owners[session_id]
+        if self._calls.pop(session_id, None) is not None:
+            for watcher in self._watchers:
+                watcher.call_ended(session_id)
 
     def get(self, session_id: str) -> LiveCall | None:
         return self._calls.get(session_id)
@@ -128,4 +219,5 @@ class SessionRegistry:
         return len(self._calls)
 
     def __contains__(self, session_id: object) -> bool:
-        return session_id in self._calls
+        """Live or being set up: either way the id is taken."""
+        return session_id in self._owners

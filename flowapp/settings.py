@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources import EnvSettingsSource
 from pydantic_settings.sources.utils import parse_env_vars
 
@@ -23,6 +23,13 @@ DETECTORS: tuple[str, ...] = get_args(Detector)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+_OFF = {"off", "none", "0", "false", "no"}
+
+
+def default_journal_dir() -> str:
+    """`$XDG_STATE_HOME/flowapp/live-calls` (`~/.local/state/...` when unset): state that outlives a process."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "flowapp", "live-calls")
 
 
 class SettingsError(ValueError):
@@ -44,6 +51,25 @@ def _strict_bool(value: object) -> object:
         if text in _FALSE:
             return False
         raise ValueError(f"must be one of true/false, 1/0, yes/no, on/off, got {value!r}")
+    return value
+
+
+def _origins(value: object) -> object:
+    """Comma-separated in the environment; each entry an origin as browsers send it (`https://host[:port]`)."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list | tuple):
+        return value
+    listed = tuple(str(o).strip().rstrip("/").lower() for o in value if str(o).strip())
+    for origin in listed:
+        if not origin.startswith(("http://", "https://")):
+            raise ValueError(f"{origin!r} is not an origin like https://host")
+    return listed
+
+
+def _journal(value: object) -> object:
+    if isinstance(value, str):
+        return None if value.strip().lower() in _OFF else os.path.expanduser(value)
     return value
 
 
@@ -108,6 +134,14 @@ class ServerSettings(BaseSettings):
         default=30.0, validation_alias=AliasChoices("body_timeout_seconds", ENV_PREFIX + "BODY_TIMEOUT")
     )
     """Time a request's body has to arrive once the app reads it; past it the answer is 408."""
+    allowed_origins: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_origins)] = ()
+    """Browser origins (`https://console.example.com`) that may post and open WebSockets; a request carrying
+    any other `Origin` header, or `Sec-Fetch-Site: cross-site`, is refused."""
+    journal_dir: Annotated[str | None, BeforeValidator(_journal)] = Field(
+        default_factory=default_journal_dir, validation_alias=AliasChoices("journal_dir", ENV_PREFIX + "JOURNAL")
+    )
+    """Where the live-call journal lives, so a restarted instance can end the calls a killed one lost;
+    None (`off`) turns it off. Instances on the same host and port share one deployment's journal."""
     max_connections: Positive = 1000
     """Open connections (HTTP and WebSocket) beyond which new ones get 503 and are closed; calls in progress
     go on. Lowered at startup to fit the open-file limit."""
@@ -187,6 +221,7 @@ _ENV_NAMES = {
     "app_timeout_seconds": ENV_PREFIX + "APP_TIMEOUT",
     "header_timeout_seconds": ENV_PREFIX + "HEADER_TIMEOUT",
     "body_timeout_seconds": ENV_PREFIX + "BODY_TIMEOUT",
+    "journal_dir": ENV_PREFIX + "JOURNAL",
 }
 _FIELD_BY_KEY = {alias: field for field, alias in _ENV_NAMES.items()} | {
     alias.lower(): field for field, alias in _ENV_NAMES.items()

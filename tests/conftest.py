@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -15,6 +19,10 @@ from starlette.routing import BaseRoute
 from flowapp.app import FlowApp
 from flowapp.server import create_server, uvicorn_config
 from flowapp.settings import ServerSettings
+
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="flowapp-tests-state-")
+"""Servers keep their live-call journal in a state directory of this test run, never the user's."""
+atexit.register(shutil.rmtree, os.environ["XDG_STATE_HOME"], True)
 
 
 @dataclass

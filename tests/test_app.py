@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from flowapp import BargeIn, FlowApp, Hangup, Session, Speak
+from flowapp.app import ForeignSessionAction
 from flowapp.protocol import Action, parse_event
 from flowapp.protocol.events import Event, SessionInfo, UserSpeak
 
@@ -104,14 +105,34 @@ async def test_default_barge_in_and_session_id_are_filled_in() -> None:
 
     @app.on_session_start
     def greet() -> list[Speak | Hangup]:
-        return [Speak(text="a"), Speak(text="b", barge_in=BargeIn.none()), Hangup(session_id="x")]
+        return [Speak(text="a"), Speak(text="b", barge_in=BargeIn.none()), Hangup(session_id="call-7")]
 
     first, second, third = await app.respond(event("session_start", session_id="call-7"))
     assert isinstance(first, Speak) and isinstance(second, Speak)
     assert first.barge_in == BargeIn.immediate(allow_after_ms=200)
     assert first.session_id == "call-7"
     assert second.barge_in == BargeIn.none()
-    assert third.session_id == "x"
+    assert third.session_id == "call-7"
+
+
+async def test_reply_actions_naming_another_call_are_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    app = FlowApp()
+    app.on_session_start(lambda: [Speak(text="mine"), Hangup(session_id="call-A")])
+
+    actions = await app.respond(event("session_start", session_id="call-B"))
+    assert [(a.type, a.session_id) for a in actions] == [("speak", "call-B")]
+    assert "dropped a hangup action naming another session ('call-A')" in caplog.text
+
+
+async def test_session_push_of_an_action_naming_another_call_raises() -> None:
+    app = FlowApp()
+    call = RecordingCall("call-B")
+    app.calls.add(call)
+    session = app.session(SessionInfo(id="call-B"))
+    with pytest.raises(ForeignSessionAction, match="names session 'call-A' but was sent into 'call-B'"):
+        await session.push(Hangup(session_id="call-A"))
+    await session.push(Hangup(session_id="call-B"), Speak(text="ok"))
+    assert [(a.type, a.session_id) for a in call.pushed] == [("hangup", "call-B"), ("speak", "call-B")]
 
 
 async def test_out_of_the_box_default_barge_in_is_three_characters() -> None:

@@ -213,6 +213,11 @@ def with_session(actions: list[Action], session_id: str) -> list[Action]:
     return [a if a.session_id is not None else a.model_copy(update={"session_id": session_id}) for a in actions]
 
 
+def foreign(actions: list[Action], session_id: str) -> list[Action]:
+    """The actions that name another call than the one they were sent into: never run, never re-addressed."""
+    return [a for a in actions if a.session_id is not None and a.session_id != session_id]
+
+
 def parse_actions(data: Any) -> list[Action]:
     """A reply body: one action, an array of actions, or nothing."""
     if data is None:
@@ -240,6 +245,7 @@ __all__ = [
     "TtsConfig",
     "VadConfig",
     "ValidationError",
+    "foreign",
     "parse_action",
     "parse_actions",
     "with_session",

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
+from flowapp.protocol.ids import MAX_ID_LENGTH, is_valid_id
+
 _E164_DIGITS = re.compile(r"^\+?[0-9]{3,15}$")
 
 
@@ -27,12 +29,20 @@ def normalize_phone_number(value: str | None) -> str | None:
 class SessionInfo(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    id: str
+    id: Annotated[str, Field(json_schema_extra={"minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": "^[!-~]+$"})]
+    """1-128 printable ASCII characters (the platform sends UUIDs)."""
     account_id: str | None = None
     phone_number: str | None = None
     direction: Literal["inbound", "outbound"] | None = None
     from_phone_number: str | None = None
     to_phone_number: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _bounded_id(cls, value: str) -> str:
+        if not is_valid_id(value):
+            raise ValueError(f"a session id is 1-{MAX_ID_LENGTH} printable ASCII characters without spaces")
+        return value
 
     @field_validator("phone_number", "from_phone_number", "to_phone_number", mode="before")
     @classmethod

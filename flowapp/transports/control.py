@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from flowapp.protocol.actions import Action, parse_actions
+from flowapp.protocol.actions import Action, foreign, parse_actions
 from flowapp.session import LiveCall, NotConnected
 from flowapp.transports.auth import bearer_ok, unauthorized
 from flowapp.transports.body import BodyTooLarge, MalformedJson, decode_json, read_limited_body
@@ -103,6 +103,14 @@ async def push_actions(request: Request) -> Response:
     actions = _parse_actions(data)
     if isinstance(actions, Response):
         return actions
+    if foreign(actions, call.info.id):
+        msg = f"names another call; leave it out or send {call.info.id!r}"
+        errors = [
+            {"loc": ([index] if isinstance(data, list) else []) + ["session_id"], "msg": msg}
+            for index, action in enumerate(actions)
+            if action.session_id not in (None, call.info.id)
+        ]
+        return error_response(422, "foreign_session", errors)
     app = flow_app(request)
     try:
         await call.push(app.finish(actions, call.info.id))

@@ -19,10 +19,10 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from flowapp.app import FlowApp
-from flowapp.logs import call_logger
+from flowapp.logs import RepeatLimiter, call_logger
 from flowapp.protocol.actions import Action, BargeInNow
 from flowapp.protocol.events import Event, SessionInfo, UnknownEventType, parse_event
-from flowapp.session import NotConnected, describe_call
+from flowapp.session import NotConnected, SessionTaken, describe_call
 from flowapp.settings import ServerSettings
 from flowapp.transports.auth import API_TOKEN_HEADER, api_token_ok
 from flowapp.transports.body import MalformedJson, decode_json
@@ -103,6 +103,7 @@ class EventConnection:
         self.channel = Channel(websocket)
         self.call: WebSocketCall | None = None
         self._events: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=QUEUE_LIMIT)
+        self._limiter = RepeatLimiter()
 
     async def run(self) -> None:
         worker = asyncio.create_task(self._answer_events())
@@ -114,6 +115,7 @@ class EventConnection:
             worker.cancel()
             self.channel.open = False
             self._unregister()
+            self._limiter.flush(logger)
 
     async def _read_frames(self) -> None:
         limit = self.settings.max_ws_message_bytes
@@ -141,7 +143,7 @@ class EventConnection:
         try:
             event = parse_event(data)
         except UnknownEventType as exc:
-            logger.info("ignored event of unknown type %r", exc.event_type)
+            self._limiter.log(logger, logging.INFO, "ignored event of unknown type %r", str(exc.event_type)[:64])
             return
         except (ValidationError, TypeError, ValueError) as exc:
             await self._send_error("invalid_event", field_errors(exc))
@@ -150,7 +152,8 @@ class EventConnection:
 
     async def _answer_events(self) -> None:
         while (event := await self._events.get()) is not None:
-            self._register(event.session)
+            if not await self._bind(event):
+                continue
             log = call_logger(logger, event.session.id, event=event.type, transport="websocket")
             try:
                 actions = await self.app.respond(event)
@@ -162,7 +165,7 @@ class EventConnection:
                 try:
                     await self.channel.send(body)
                 except NotConnected:
-                    log.warning("reply not delivered: the WebSocket closed")
+                    self._limiter.log(log, logging.WARNING, "reply not delivered: the WebSocket closed")
             if event.type == "session_end":
                 self._unregister()
 
@@ -170,19 +173,39 @@ class EventConnection:
         with contextlib.suppress(NotConnected):
             await self.channel.send({"type": "error", "error": error, "detail": detail})
 
-    def _register(self, info: SessionInfo) -> None:
+    async def _bind(self, event: Event) -> bool:
+        """A connection carries one call at a time, and only a call no other connection owns."""
+        info = event.session
         if self.call is not None and self.call.info.id == info.id:
-            return
-        self._unregister()
-        self.call = WebSocketCall(info, self.channel)
-        self.app.calls.add(self.call)
-        call_logger(logger, info.id, transport="websocket").info("call connected")
+            return True
+        if self.call is not None:
+            detail = (
+                f"this connection carries session {self.call.info.id!r} until its session_end; "
+                "open another connection for another call"
+            )
+            await self._refuse(event, "session_mismatch", detail)
+            return False
+        call = WebSocketCall(info, self.channel)
+        try:
+            self.app.calls.add(call, owner=self)
+        except SessionTaken as exc:
+            await self._refuse(event, "session_taken", str(exc))
+            return False
+        self.call = call
+        self._limiter.log(call_logger(logger, info.id, transport="websocket"), logging.INFO, "call connected")
+        return True
+
+    async def _refuse(self, event: Event, error: str, detail: str) -> None:
+        log = call_logger(logger, event.session.id, event=event.type, transport="websocket")
+        self._limiter.log(log, logging.WARNING, "event refused: %s", error)
+        await self._send_error(error, detail)
 
     def _unregister(self) -> None:
         if self.call is None:
             return
-        self.app.calls.remove(self.call.info.id, self.call)
-        call_logger(logger, self.call.info.id, transport="websocket").info("call disconnected")
+        self.app.calls.remove(self.call.info.id, owner=self)
+        log = call_logger(logger, self.call.info.id, transport="websocket")
+        self._limiter.log(log, logging.INFO, "call disconnected")
         self.call = None
 
 

@@ -39,6 +39,7 @@ from flowapp.engine.render import Renderer
 from flowapp.logs import call_logger
 from flowapp.protocol.actions import Action
 from flowapp.protocol.events import SessionInfo
+from flowapp.protocol.ids import MAX_ID_LENGTH, is_valid_id
 from flowapp.responder import Responder
 from flowapp.session import NotConnected, describe_call
 from flowapp.settings import ServerSettings
@@ -292,6 +293,7 @@ class MediaConnection:
         self.driver: LiveDriver | None = None
         self.call: MediaCall | None = None
         self._starting: tuple[SessionInfo, str, str | None] | None = None
+        self._claimed: str | None = None
         self._held: list[str] = []
         self.end_reason = "connection_lost"
         self.bad_messages = 0
@@ -422,7 +424,7 @@ class MediaConnection:
             return True
         if isinstance(event, str) and event not in self._unknown and len(self._unknown) < 16:
             self._unknown.add(event)
-            self.log.info("ignored media event of unknown type %r", event)
+            self.log.info("ignored media event of unknown type %r", event[:64])
         return True
 
     def _media(self, data: dict[str, Any]) -> bool:
@@ -483,12 +485,18 @@ class MediaConnection:
         stream_sid = start.get("streamSid") or data.get("streamSid")
         if not isinstance(stream_sid, str) or not stream_sid:
             raise StreamRefused(POLICY_VIOLATION, "start without a streamSid")
+        call_sid = start.get("callSid") if isinstance(start.get("callSid"), str) else None
+        for name, sid in (("streamSid", stream_sid), ("callSid", call_sid)):
+            if sid is not None and not is_valid_id(sid):
+                raise StreamRefused(POLICY_VIOLATION, f"{name} must be 1-{MAX_ID_LENGTH} printable ASCII characters")
         try:
             info = session_from_start(start)
         except ValidationError as exc:
             raise StreamRefused(POLICY_VIOLATION, f"invalid custom parameters: {exc.errors()[0]['msg']}") from None
-        call_sid = start.get("callSid")
-        self._starting = (info, stream_sid, call_sid if isinstance(call_sid, str) else None)
+        if not self.app.calls.claim(info.id, self):
+            raise StreamRefused(POLICY_VIOLATION, "session_id belongs to another live call")
+        self._claimed = info.id
+        self._starting = (info, stream_sid, call_sid)
         self._pause_reading(True)
         self._start_or_end.set()
         return True
@@ -512,7 +520,7 @@ class MediaConnection:
         self._starting = None
         self.driver = driver
         self.call = MediaCall(info, driver, stream_sid, call_sid)
-        self.app.calls.add(self.call)
+        self.app.calls.add(self.call, owner=self)
         driver.start()
         self.log.info("media call started", extra={"call_sid": call_sid})
 
@@ -551,8 +559,7 @@ class MediaConnection:
         self._end()
 
     async def _teardown(self) -> None:
-        if self.call is not None:
-            self.app.calls.remove(self.call.info.id, self.call)
+        """The id stays claimed until `session_end` has been answered: no other stream can take it over before."""
         if self.driver is not None:
             await self.driver.stop(self.end_reason)
             self.log.info(
@@ -566,6 +573,8 @@ class MediaConnection:
                     "steps": self.driver.steps,
                 },
             )
+        if self._claimed is not None:
+            self.app.calls.remove(self._claimed, owner=self)
         if self.sender.open and self.websocket.client_state == WebSocketState.CONNECTED:
             self.sender.close(NORMAL_CLOSURE, self.end_reason)
 

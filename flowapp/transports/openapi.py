@@ -80,7 +80,12 @@ def openapi_document() -> dict[str, Any]:
                         "204": {"description": "no action (also for unknown event types)"},
                         "400": _error("the body is not valid JSON"),
                         "401": _error("missing or wrong X-API-TOKEN or x-sipgate-signature"),
+                        "403": _error("a browser's request from an origin that is not allowed"),
+                        "409": _error(
+                            "the session is live on a WebSocket or media stream, which alone sends its events"
+                        ),
                         "413": _error("the body exceeds the size limit"),
+                        "415": _error("the content type is not JSON"),
                         "422": _error("the JSON is not a valid event; detail lists the fields"),
                     },
                 }
@@ -115,6 +120,7 @@ def openapi_document() -> dict[str, Any]:
                             },
                             "whether playback was stopped",
                         ),
+                        "403": _error("a browser's request from an origin that is not allowed"),
                         "409": _error("the call's connection is gone"),
                         **_CONTROL_ERRORS,
                     },
@@ -133,7 +139,8 @@ def openapi_document() -> dict[str, Any]:
                         "400": _error("the body is not valid JSON"),
                         "409": _error("the call's connection is gone"),
                         "413": _error("the body exceeds the size limit"),
-                        "422": _error("not a valid action or array of actions; detail lists the fields"),
+                        "403": _error("a browser's request from an origin that is not allowed"),
+                        "422": _error("not valid actions, or one names another session; detail lists the fields"),
                         **_CONTROL_ERRORS,
                     },
                 }

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from flowapp.app import FlowApp, HandlerResult, to_actions
 from flowapp.logs import call_logger
-from flowapp.protocol.actions import Action, parse_actions, with_session
+from flowapp.protocol.actions import Action, foreign, parse_actions, with_session
 from flowapp.protocol.events import NO_REPLY_EVENTS, Event
 from flowapp.responder import Responder
 from flowapp.settings import ServerSettings
@@ -81,6 +81,9 @@ class RemoteApp:
             return self._fallback(event)
         if event.type in NO_REPLY_EVENTS:
             return []
+        if strays := foreign(actions, event.session.id):
+            log.warning("remote app named another session in %d action(s); dropped them", len(strays))
+            actions = [a for a in actions if a.session_id in (None, event.session.id)]
         return with_session(actions, event.session.id)
 
     async def aclose(self) -> None:

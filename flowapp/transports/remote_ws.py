@@ -23,7 +23,7 @@ from websockets.asyncio.client import ClientConnection
 
 from flowapp.app import HandlerResult, to_actions
 from flowapp.logs import call_logger
-from flowapp.protocol.actions import Action, parse_actions, with_session
+from flowapp.protocol.actions import Action, foreign, parse_actions, with_session
 from flowapp.protocol.events import NO_REPLY_EVENTS, Event
 from flowapp.session import NotConnected, SessionRegistry
 from flowapp.transports.auth import API_TOKEN_HEADER
@@ -107,10 +107,14 @@ class RemoteWebSocketApp:
                     if isinstance(data, dict) and data.get("type") == "error":
                         log.warning("remote app reported an error: %s", data.get("error"))
                         continue
-                    actions = with_session(parse_actions(data), session_id)
+                    actions = parse_actions(data)
                 except (ValueError, TypeError, ValidationError) as exc:
                     log.warning("remote app sent an invalid message (%s); ignored", exc)
                     continue
+                if strays := foreign(actions, session_id):
+                    log.warning("remote app named another session in %d action(s); dropped them", len(strays))
+                    actions = [a for a in actions if a.session_id in (None, session_id)]
+                actions = with_session(actions, session_id)
                 call = self.calls.get(session_id)
                 try:
                     if call is None:

@@ -17,6 +17,7 @@ from starlette.routing import Route
 from flowapp.app import FlowApp
 from flowapp.logs import call_logger
 from flowapp.protocol.events import Event, UnknownEventType, parse_event
+from flowapp.protocol.ids import is_valid_id
 from flowapp.transports.auth import API_TOKEN_HEADER, SIGNATURE_HEADER, api_token_ok, signature_ok, unauthorized
 from flowapp.transports.body import BodyTooLarge, MalformedJson, decode_json, read_limited_body
 from flowapp.transports.context import flow_app, server_settings
@@ -30,6 +31,10 @@ async def webhook(request: Request) -> Response:
     settings = server_settings(request)
     if not api_token_ok(request.headers.get(API_TOKEN_HEADER), settings):
         return unauthorized(f"missing or wrong {API_TOKEN_HEADER} header")
+    content_type = request.headers.get("content-type")
+    if content_type is not None and not _is_json(content_type):
+        detail = f"send the event as application/json, not {content_type[:100]!r}"
+        return error_response(415, "unsupported_media_type", detail)
     try:
         body = await read_limited_body(request, settings.max_body_bytes)
     except BodyTooLarge as exc:
@@ -43,11 +48,17 @@ async def webhook(request: Request) -> Response:
     try:
         event = parse_event(data)
     except UnknownEventType as exc:
-        logger.info("ignored event of unknown type %r", exc.event_type, extra={"session_id": _session_id(data)})
+        event_type = str(exc.event_type)[:64]
+        logger.info("ignored event of unknown type %r", event_type, extra={"session_id": _session_id(data)})
         return Response(status_code=204)
     except (ValidationError, TypeError, ValueError) as exc:
         return error_response(422, "invalid_event", field_errors(exc))
-    return await _answer(flow_app(request), event)
+    app = flow_app(request)
+    if event.session.id in app.calls:
+        detail = f"session {event.session.id!r} is live on a WebSocket or media stream: only that connection may send"
+
+        return error_response(409, "session_taken", detail)
+    return await _answer(app, event)
 
 
 async def _answer(app: FlowApp, event: Event) -> Response:
@@ -63,10 +74,15 @@ async def _answer(app: FlowApp, event: Event) -> Response:
     return Response(status_code=204) if body is None else JSONResponse(body)
 
 
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
 def _session_id(data: Any) -> str | None:
     session = data.get("session") if isinstance(data, dict) else None
     value = session.get("id") if isinstance(session, dict) else None
-    return value if isinstance(value, str) else None
+    return value if is_valid_id(value) else None
 
 
 routes = [Route("/webhook", webhook, methods=["POST"])]

@@ -10,7 +10,8 @@ import pytest
 from flowapp import FlowApp
 from flowapp.app import HandlerResult
 from flowapp.audio.frames import Pcm
-from flowapp.protocol.events import Event
+from flowapp.protocol.actions import Action
+from flowapp.protocol.events import Event, SessionInfo
 from flowapp.transports.direct import DirectWebSocketProtocol
 from tests.media import asterisk_prompt
 
@@ -57,6 +58,25 @@ class RecordingApp:
 
     def of(self, event_type: str) -> list[Any]:
         return [e for e in self.events if e.type == event_type]
+
+
+class PushedCall:
+    """A `LiveCall` that records what is pushed into it."""
+
+    transport = "test"
+
+    def __init__(self, info: SessionInfo) -> None:
+        self.info = info
+        self.pushed: list[Action] = []
+
+    async def barge_in(self) -> bool:
+        return True
+
+    async def push(self, actions: list[Action]) -> None:
+        self.pushed.extend(actions)
+
+    def describe(self) -> dict[str, Any]:
+        return {"session_id": self.info.id}
 
 
 def caller_speech(*prompts: str, lead_ms: int = 0, tail_ms: int = 0) -> Pcm:

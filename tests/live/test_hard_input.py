@@ -95,6 +95,23 @@ async def test_unsupported_media_format_is_refused(live_server: StartServer) -> 
     assert not rec.events, "no call was started"
 
 
+@pytest.mark.parametrize(
+    "sids",
+    [{"streamSid": "MZ" + "x" * 60_000}, {"streamSid": "MZ 1"}, {"streamSid": "MZ1", "callSid": "CA" + "x" * 200}],
+    ids=["long-streamSid", "streamSid-with-space", "long-callSid"],
+)
+async def test_oversized_stream_ids_are_refused(live_server: StartServer, sids: dict[str, str]) -> None:
+    rec = RecordingApp({"session_start": GREETING})
+    server = live_server(rec.app)
+    async with Carrier.connect(server.ws_url, start=False) as carrier:
+        await carrier.send({"event": "start", "start": sids})
+        await carrier.closed()
+    assert carrier.close_code == 1008
+    assert carrier.close_reason is not None and "must be 1-128 printable ASCII characters" in carrier.close_reason
+    assert not rec.events, "no call was started"
+    assert len(rec.app.calls) == 0
+
+
 async def test_refused_without_the_api_token(live_server: StartServer) -> None:
     rec = RecordingApp({"session_start": GREETING})
     server = live_server(rec.app, ServerSettings(api_token="s3cret"))

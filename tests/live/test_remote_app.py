@@ -118,6 +118,14 @@ async def test_events_are_signed_and_carry_the_token() -> None:
     assert json.loads(request.content)["digit"] == "9"
 
 
+async def test_reply_actions_naming_another_call_are_dropped() -> None:
+    reply = [{"type": "speak", "text": "mine"}, {"type": "hangup", "session_id": "another-call"}]
+    transport, _ = _recording_transport([httpx.Response(200, json=reply)])
+    async with httpx.AsyncClient(transport=transport) as client:
+        actions = await RemoteApp("http://app.test/webhook", client=client).respond(SessionStart(session=SESSION))
+    assert [(a.type, a.session_id) for a in actions] == [("speak", SESSION.id)]
+
+
 async def test_the_deadline_covers_a_hanging_app() -> None:
     async def hang(request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(10)

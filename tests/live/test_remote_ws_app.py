@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
+
+from websockets.asyncio.server import ServerConnection, serve
 
 from flowapp import BargeIn, BargeInNow, FlowApp, Speak
-from flowapp.protocol.events import SessionStart
+from flowapp.protocol.events import SessionInfo, SessionStart
+from flowapp.session import SessionRegistry
 from flowapp.settings import ServerSettings
 from flowapp.transports.remote import responder_for
 from flowapp.transports.remote_ws import RemoteWebSocketApp
 from tests.conftest import StartServer
-from tests.live.calls import CUSTOM, LONG_TEXT, RecordingApp
+from tests.live.calls import CUSTOM, LONG_TEXT, PushedCall, RecordingApp
 from tests.live.carrier import Carrier
 
 
@@ -73,3 +77,20 @@ async def test_an_unreachable_socket_app_gets_the_fallback() -> None:
     actions = await responder.respond(SessionStart(session={"id": "s-1"}))
     assert [(a.type, a.session_id) for a in actions] == [("speak", "s-1")]
     await responder.aclose()
+
+
+async def test_actions_naming_another_call_are_dropped() -> None:
+    async def app(connection: ServerConnection) -> None:
+        async for _ in connection:
+            await connection.send(json.dumps([{"type": "hangup", "session_id": "call-A"}, {"type": "barge_in"}]))
+
+    calls = SessionRegistry()
+    call = PushedCall(SessionInfo(id="call-B"))
+    calls.add(call)
+    async with serve(app, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        responder = RemoteWebSocketApp(f"ws://127.0.0.1:{port}", calls, timeout=2.0)
+        assert await responder.respond(SessionStart(session=call.info)) == []
+        await until(lambda: call.pushed)
+        await responder.aclose()
+    assert [(a.type, a.session_id) for a in call.pushed] == [("barge_in", "call-B")]

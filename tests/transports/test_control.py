@@ -94,6 +94,25 @@ async def test_invalid_actions_are_422_naming_item_and_field(live_server: StartS
         assert (await receive(ws))["text"] == "Welcome!"
 
 
+async def test_pushed_action_naming_another_call_is_422(live_server: StartServer) -> None:
+    server = live_server(make_app(), ServerSettings(control_token="ctl-token"))
+    async with connect(server.ws_url + "/ws") as ws, httpx.AsyncClient(base_url=server.base_url) as http:
+        await ws.send(json.dumps(event("session_start")))
+        await receive(ws)
+        url = f"/v1/sessions/{SESSION_ID}/actions"
+        foreign = [{"type": "speak", "text": "ok"}, {"type": "hangup", "session_id": "call-A"}]
+        refused = await http.post(url, headers=BEARER, json=foreign)
+        assert refused.status_code == 422
+        assert refused.json()["error"] == "foreign_session"
+        assert [err["loc"] for err in refused.json()["detail"]] == [[1, "session_id"]]
+        single = await http.post(url, headers=BEARER, json={"type": "hangup", "session_id": "call-A"})
+        assert [err["loc"] for err in single.json()["detail"]] == [["session_id"]]
+
+        named = await http.post(url, headers=BEARER, json={"type": "hangup", "session_id": SESSION_ID})
+        assert named.status_code == 202
+        assert await receive(ws) == {"type": "hangup", "session_id": SESSION_ID}
+
+
 def test_unknown_session_is_404(live_server: StartServer) -> None:
     server = live_server(make_app(), ServerSettings(control_token="ctl-token"))
     for path in ("/v1/sessions/nope/barge-in", "/v1/sessions/nope/actions"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -159,3 +160,24 @@ async def test_signature_only_server_refuses_websockets(live_server: StartServer
     with pytest.raises(InvalidStatus):
         async with connect(server.ws_url + "/ws"):
             pass
+
+
+async def test_one_connection_cannot_flood_the_logs(live_server: StartServer, caplog: pytest.LogCaptureFixture) -> None:
+    app = make_app()
+    server = live_server(app)
+    caplog.set_level(logging.INFO, logger="flowapp.websocket")
+    async with connect(server.ws_url + "/ws") as ws:
+        await send(ws, event("session_start"))
+        await receive(ws)
+        for n in range(2000):
+            await send(ws, event("dtmf_received", session_id=f"id-{n}", digit="1"))
+        for _ in range(2000):
+            assert (await receive(ws))["error"] == "session_mismatch"
+        await send(ws, event("user_speak", text="slow"))
+        for _ in range(39):
+            await send(ws, event("user_speak", text="fast"))
+    await wait_until(lambda: "more lines like 'reply not delivered" in caplog.text, timeout=30)
+    lines = [r for r in caplog.records if r.name == "flowapp.websocket"]
+    assert len(lines) < 20, [r.getMessage() for r in lines]
+    assert "1995 more lines like 'event refused: %s' were not logged" in caplog.text
+    assert sum("reply not delivered" in r.getMessage() for r in lines) == 6

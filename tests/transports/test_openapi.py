@@ -30,10 +30,11 @@ def test_openapi_document_describes_the_endpoints(live_server: StartServer) -> N
         "/healthz",
     }
     webhook = document["paths"]["/webhook"]["post"]
-    assert set(webhook["responses"]) == {"200", "204", "400", "401", "413", "422"}
+    assert set(webhook["responses"]) == {"200", "204", "400", "401", "403", "409", "413", "415", "422"}
     schemas = document["components"]["schemas"]
     assert {"Event", "Action", "UserSpeak", "Speak", "BargeIn", "SessionInfo"} <= set(schemas)
     assert schemas["BargeIn"]["properties"]["minimum_characters"]["maximum"] == 100
+    assert schemas["SessionInfo"]["properties"]["id"]["maxLength"] == 128
     assert schemas["Event"]["discriminator"]["propertyName"] == "type"
     for ref in refs(document):
         assert ref.removeprefix("#/components/schemas/") in schemas, ref

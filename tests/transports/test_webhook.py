@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from flowapp import FlowApp, Hangup, Speak
+from flowapp.session import InMemorySessionStore
 from flowapp.settings import ServerSettings
 from flowapp.transports.auth import sign
 from tests.conftest import StartServer
@@ -157,6 +158,13 @@ def test_unknown_event_type_is_204_and_logged(live_server: StartServer, caplog: 
     assert seen == []
     assert "call_recording_ready" in caplog.text
 
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="flowapp.webhook"):
+        huge = post(live_server(app).base_url, event("y" * 400_000, session_id="z" * 400_000))
+    assert huge.status_code == 204
+    (line,) = [r for r in caplog.records if r.name == "flowapp.webhook"]
+    assert len(line.getMessage()) < 200 and getattr(line, "session_id", None) is None
+
 
 def test_raising_handler_answers_the_fallback_and_the_server_stays_up(live_server: StartServer) -> None:
     app, _ = make_app()
@@ -202,3 +210,21 @@ def test_deeply_nested_json_is_400_not_500(live_server: StartServer) -> None:
     response = post(live_server(app).base_url, b"[" * 100_000 + b"]" * 100_000)
     assert response.status_code == 400
     assert response.json()["error"] == "malformed_json"
+
+
+def test_session_ids_are_bounded_and_the_store_is_capped(live_server: StartServer) -> None:
+    app, seen = make_app(session_store=InMemorySessionStore(max_sessions=50))
+    url = live_server(app).base_url
+    for bad_id in ("x" * 500_000, "x" * 129, "", "with space", "caf\u00e9"):
+        response = post(url, event("session_start", session_id=bad_id))
+        assert response.status_code == 422
+        (error,) = response.json()["detail"]
+        assert error["loc"][-2:] == ["session", "id"]
+        assert "1-128 printable ASCII" in error["msg"]
+    assert post(url, event("session_start", session_id="x" * 128)).status_code == 200
+    with httpx.Client(base_url=url, headers={"content-type": "application/json"}) as client:
+        for n in range(300):
+            response = client.post("/webhook", content=json.dumps(event("dtmf_received", f"id-{n}", digit="1")))
+            assert response.status_code == 204
+    assert len(app.store) == 50  # type: ignore[arg-type]
+    assert seen.count("dtmf") == 300
