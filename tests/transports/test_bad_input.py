@@ -52,7 +52,8 @@ def test_webhook_refuses_a_lone_surrogate_with_400(live_server: StartServer, cap
     assert (
         httpx.post(server.base_url + "/webhook", content=json.dumps(event("session_start")).encode()).status_code == 200
     )
-    assert httpx.post(server.base_url + "/webhook", content=paired).status_code == 200
+    refused = httpx.post(server.base_url + "/webhook", content=paired)  # well-formed, but ids are printable ASCII
+    assert refused.status_code == 422 and "session id" in refused.text
     assert tracebacks(caplog) == []
 
 
