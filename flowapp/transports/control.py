@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from flowapp.protocol.actions import Action, foreign, parse_actions
+from flowapp.protocol.actions import Action, foreign, parse_action
 from flowapp.session import LiveCall, NotConnected
 from flowapp.transports.auth import bearer_ok, unauthorized
 from flowapp.transports.body import BodyTooLarge, MalformedJson, decode_json, read_limited_body
@@ -67,7 +67,7 @@ def _parse_actions(data: Any) -> list[Action] | Response:
     actions: list[Action] = []
     for index, item in enumerate(items):
         try:
-            actions += parse_actions(item)
+            actions.append(parse_action(item))
         except (ValidationError, TypeError, ValueError) as exc:
             prefix = [index] if isinstance(data, list) else []
             errors = [{**error, "loc": prefix + error["loc"]} for error in field_errors(exc)]

@@ -15,13 +15,63 @@ from starlette.routing import Route
 
 from flowapp import __version__
 from flowapp.protocol.actions import Action
-from flowapp.protocol.events import Event
+from flowapp.protocol.events import EVENT_TYPES, Event
 
 _REF = "#/components/schemas/{model}"
 
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": _REF.format(model=name)}
+
+
+_CROSS_FIELD = {
+    "Speak": {
+        "description": "exactly one of `text` or `ssml`",
+        "oneOf": [
+            {"required": ["text"], "properties": {"text": {"type": "string"}}},
+            {"required": ["ssml"], "properties": {"ssml": {"type": "string"}}},
+        ],
+    },
+    "MixAudio": {
+        "description": "`audio` (base64 WAV) or `stop: true`",
+        "anyOf": [
+            {"required": ["audio"], "properties": {"audio": {"type": "string", "minLength": 1}}},
+            {"required": ["stop"], "properties": {"stop": {"const": True}}},
+        ],
+    },
+}
+"""What the models' own validators check across fields, which pydantic's generated schema cannot say."""
+
+
+def _union_members(schema: dict[str, Any]) -> list[str]:
+    return [member["$ref"].rsplit("/", 1)[1] for member in schema.get("oneOf", []) if "$ref" in member]
+
+
+def _as_parsed(schemas: dict[str, Any], union: str) -> None:
+    """Each member of a discriminated union as the parser takes it: `type` is required (it picks the model,
+    so its default never applies on the wire), and unknown fields are ignored, not refused (a newer peer may
+    send fields this version lacks)."""
+    for name in _union_members(schemas[union]):
+        member = schemas[name]
+        member["required"] = sorted({*member.get("required", []), "type"})
+        member.pop("additionalProperties", None)
+        member.update(_CROSS_FIELD.get(name, {}))
+
+
+_LENIENT_NESTED = ("BargeIn", "VadConfig", "TtsConfig")
+"""Objects inside an action whose unknown fields the parser drops, like the action's own."""
+_LEGACY_EVENT_TYPES = ("user_barge_in",)
+"""Older spellings the parser upgrades (`user_barge_in` is a `user_speak` with `barged_in`)."""
+
+
+def _other_event() -> dict[str, Any]:
+    known = sorted({*EVENT_TYPES, *_LEGACY_EVENT_TYPES})
+    return {
+        "description": "an event type this version does not know: answered with 204 and ignored",
+        "type": "object",
+        "required": ["type"],
+        "properties": {"type": {"type": "string", "not": {"enum": known}}},
+    }
 
 
 def _schemas() -> dict[str, Any]:
@@ -31,7 +81,15 @@ def _schemas() -> dict[str, Any]:
         schema = adapter.json_schema(ref_template=_REF)
         schemas.update(schema.pop("$defs", {}))
         schemas[name] = schema
-    schemas["Reply"] = {"oneOf": [_ref("Action"), {"type": "array", "items": _ref("Action")}]}
+    for union in adapters:
+        _as_parsed(schemas, union)
+    for name in _LENIENT_NESTED:
+        schemas[name].pop("additionalProperties", None)
+    schemas["OtherEvent"] = _other_event()
+    schemas["Reply"] = {
+        "description": "one action, or a non-empty array of actions run in order",
+        "oneOf": [_ref("Action"), {"type": "array", "items": _ref("Action"), "minItems": 1}],
+    }
     schemas["Error"] = {
         "type": "object",
         "required": ["error", "detail"],
@@ -74,13 +132,17 @@ def openapi_document() -> dict[str, Any]:
                 "post": {
                     "summary": "Answer one call event with the app's actions",
                     "security": [{"apiKey": []}, {"signature": []}, {}],
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Event")}}},
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"anyOf": [_ref("Event"), _ref("OtherEvent")]}}},
+                    },
                     "responses": {
                         "200": _json(_ref("Reply"), "one action, or an array executed in order"),
                         "204": {"description": "no action (also for unknown event types)"},
-                        "400": _error("the body is not valid JSON"),
+                        "400": _error("the body is not valid JSON (or holds a lone surrogate)"),
                         "401": _error("missing or wrong X-API-TOKEN or x-sipgate-signature"),
                         "403": _error("a browser's request from an origin that is not allowed"),
+                        "408": _error("the body did not arrive within the body timeout"),
                         "409": _error(
                             "the session is live on a WebSocket or media stream, which alone sends its events"
                         ),
@@ -136,7 +198,8 @@ def openapi_document() -> dict[str, Any]:
                         "202": _json(
                             {"type": "object", "properties": {"accepted": {"type": "integer"}}}, "actions handed over"
                         ),
-                        "400": _error("the body is not valid JSON"),
+                        "400": _error("the body is not valid JSON (or holds a lone surrogate)"),
+                        "408": _error("the body did not arrive within the body timeout"),
                         "409": _error("the call's connection is gone"),
                         "413": _error("the body exceeds the size limit"),
                         "403": _error("a browser's request from an origin that is not allowed"),

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import httpx
+from websockets.asyncio.client import connect
 
 from flowapp import FlowApp
+from flowapp.settings import ServerSettings
 from tests.conftest import StartServer
+from tests.transports.helpers import SESSION_ID, event
 
 
 def refs(node: Any) -> list[str]:
@@ -30,7 +35,7 @@ def test_openapi_document_describes_the_endpoints(live_server: StartServer) -> N
         "/healthz",
     }
     webhook = document["paths"]["/webhook"]["post"]
-    assert set(webhook["responses"]) == {"200", "204", "400", "401", "403", "409", "413", "415", "422"}
+    assert set(webhook["responses"]) == {"200", "204", "400", "401", "403", "408", "409", "413", "415", "422"}
     schemas = document["components"]["schemas"]
     assert {"Event", "Action", "UserSpeak", "Speak", "BargeIn", "SessionInfo"} <= set(schemas)
     assert schemas["BargeIn"]["properties"]["minimum_characters"]["maximum"] == 100
@@ -46,3 +51,17 @@ def test_healthz(live_server: StartServer) -> None:
     response = httpx.get(live_server(FlowApp()).base_url + "/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+
+
+async def test_document_and_server_agree_on_empty_and_null_action_arrays(live_server: StartServer) -> None:
+    server = live_server(FlowApp(), ServerSettings(control_token="t"))
+    reply = httpx.get(server.base_url + "/openapi.json").json()["components"]["schemas"]["Reply"]
+    assert {"type": "array", "items": {"$ref": "#/components/schemas/Action"}, "minItems": 1} in reply["oneOf"]
+    async with connect(server.ws_url + "/ws") as ws, httpx.AsyncClient(base_url=server.base_url) as http:
+        await ws.send(json.dumps(event("session_start")))
+        await asyncio.sleep(0.3)
+        for body in ([], [None], [{"type": "hangup"}, None]):
+            pushed = await http.post(
+                f"/v1/sessions/{SESSION_ID}/actions", headers={"Authorization": "Bearer t"}, json=body
+            )
+            assert pushed.status_code == 422, body

@@ -1,0 +1,64 @@
+"""schemathesis against a real server: every answer to a request generated from `/openapi.json` is one the
+document promises (status, content type, body schema), never a 5xx, and what it calls valid is accepted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis import Case, GenerationMode
+from websockets.sync.client import connect
+
+from flowapp import FlowApp
+from flowapp.settings import ServerSettings
+from tests.conftest import StartServer
+from tests.transports.helpers import SESSION_ID, event
+
+CONTROL_TOKEN = "ctl-token"
+EXAMPLES = 25
+"""Per operation and generation mode: enough to find a disagreement, few enough for the regular suite. The
+examples are derandomized, so the suite is repeatable; raise this locally to search further."""
+
+
+def make_app() -> FlowApp:
+    app = FlowApp()
+
+    @app.on_session_start
+    def greet() -> str:
+        return "Welcome!"
+
+    @app.on_user_speak
+    def echo() -> str:
+        return "Heard you."
+
+    return app
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
+def test_the_server_keeps_to_its_openapi_document(live_server: StartServer, mode: GenerationMode) -> None:
+    """One call is live over `/ws` so the control API has a session to act on."""
+    server = live_server(make_app(), ServerSettings(control_token=CONTROL_TOKEN))
+    api = schemathesis.openapi.from_url(server.base_url + "/openapi.json")
+    with connect(server.ws_url + "/ws", max_queue=None) as platform:
+        platform.send(json.dumps(event("session_start")))
+        platform.recv(timeout=5)
+        for result in api.get_all_operations():
+            operation = result.ok()
+            if mode is GenerationMode.NEGATIVE and not operation.body:
+                continue  # nothing a client sends can be made invalid: no body, and the session id is fixed
+            fixed = {"session_id": SESSION_ID} if "{session_id}" in operation.path else None
+
+            @given(case=operation.as_strategy(mode, path_parameters=fixed))
+            @settings(
+                max_examples=EXAMPLES,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                suppress_health_check=list(HealthCheck),
+            )
+            def answers_as_documented(case: Case) -> None:
+                case.call_and_validate(headers={"Authorization": f"Bearer {CONTROL_TOKEN}"}, timeout=10)
+
+            answers_as_documented()
