@@ -42,7 +42,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[zipfile.ZipFile, st
 def test_the_wheel_is_typed_and_installs_only_the_flowapp_package(wheel: tuple[zipfile.ZipFile, str]) -> None:
     names = wheel[0].namelist()
     assert "flowapp/py.typed" in names
-    assert "flowapp/default_app.py" in names
+    assert "flowapp/default_app.py" in names and "flowapp/carrier/client.py" in names
     top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top_level == {"flowapp"}
 
