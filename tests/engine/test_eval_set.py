@@ -12,6 +12,8 @@ from benchmarks.turn_taking import ADAPTIVE, ADAPTIVE_AUDIO, Clip, Metrics, buil
 from flowapp.engine.interruption import Candidate, judge
 from flowapp.engine.turns import InterruptionOptions
 
+pytestmark = pytest.mark.slow  # 316 clips through the engine and the local recognizer
+
 
 @pytest.fixture(scope="module")
 def clips() -> list[Clip]:

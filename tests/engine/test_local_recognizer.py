@@ -25,6 +25,8 @@ from flowapp.stt import make_recognizer
 from tests.engine.harness import ScriptedApp, events, one, place, say, speech, true_onset_ms
 from tests.engine.test_barge_in import LONG
 
+pytestmark = pytest.mark.slow  # Whisper decodes of real speech
+
 
 def test_user_speak_carries_the_callers_words() -> None:
     clip = speech("conf-getpin")

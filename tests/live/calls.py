@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -85,3 +87,11 @@ def caller_speech(*prompts: str, lead_ms: int = 0, tail_ms: int = 0) -> Pcm:
     parts += [asterisk_prompt(p) for p in prompts]
     parts.append(np.zeros(8 * tail_ms, dtype=np.int16))
     return np.concatenate(parts)
+
+
+async def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """Events of a call's end reach the app after the stream has closed: wait for them, then assert."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)

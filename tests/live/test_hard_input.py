@@ -14,7 +14,7 @@ from flowapp import BargeIn, Speak
 from flowapp.audio.g711 import ulaw_encode
 from flowapp.settings import ServerSettings
 from tests.conftest import StartServer
-from tests.live.calls import BOTH_MEDIA_PATHS, CUSTOM, RecordingApp
+from tests.live.calls import BOTH_MEDIA_PATHS, CUSTOM, RecordingApp, wait_until
 from tests.live.carrier import Carrier
 
 GREETING = Speak(text="Hello there, this is a test of bad input.", barge_in=BargeIn.none())
@@ -48,6 +48,7 @@ async def test_garbage_is_dropped_and_the_call_goes_on(live_server: StartServer,
         await carrier.stop()
         await carrier.closed()
     assert carrier.close_code == 1000
+    await wait_until(lambda: rec.of("session_end"))
     assert [e.digit for e in rec.of("dtmf_received")] == ["7"]
     assert [e.reason for e in rec.of("session_end")] == ["stream_stopped"]
 
@@ -62,6 +63,7 @@ async def test_oversized_message_closes_only_that_call(live_server: StartServer,
         assert bad.close_code == 1009
         await good.wait_for("media", count=30)
         await good.stop()
+    await wait_until(lambda: len(rec.of("session_end")) >= 2)
     await asyncio.sleep(0.3)
     assert sorted(e.reason for e in rec.of("session_end")) == ["message exceeds 4096 bytes", "stream_stopped"]
 
@@ -80,6 +82,7 @@ async def test_a_flood_faster_than_real_time_is_closed_with_a_reason(live_server
         await calm.wait_for("media", count=30)
         await calm.stop()
         calm_stream.cancel()
+    await wait_until(lambda: len(rec.of("session_end")) >= 2)
     await asyncio.sleep(0.3)
     assert sorted(e.reason for e in rec.of("session_end")) == ["media faster than real time", "stream_stopped"]
 

@@ -8,25 +8,21 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from flowapp import BargeIn, Hangup, Speak
 from flowapp.settings import ServerSettings
 from tests.conftest import StartServer
-from tests.live.calls import BOTH_MEDIA_PATHS, CUSTOM, LONG_TEXT, RecordingApp, caller_speech
+from tests.live.calls import BOTH_MEDIA_PATHS, CUSTOM, LONG_TEXT, RecordingApp, caller_speech, wait_until
 from tests.live.carrier import Carrier
+
+pytestmark = pytest.mark.slow  # every call streams real audio in real time
 
 CONTROL = ServerSettings(insecure_control=True)
 
 
 def greeting(strategy: BargeIn, text: str = LONG_TEXT) -> Speak:
     return Speak(text=text, barge_in=strategy)
-
-
-async def wait_until(condition: object, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():  # type: ignore[operator]
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 @BOTH_MEDIA_PATHS
@@ -101,6 +97,7 @@ async def test_protected_item_is_interrupted_only_after_allow_after_ms(live_serv
         await carrier.wait_for("media", count=3)
         await carrier.stream(caller_speech("cannot-complete-as-dialed", "please-try-again", tail_ms=800))
         await carrier.wait_for("clear")
+        await wait_until(lambda: rec.of("assistant_speech_ended"))
         await carrier.stop()
     at_clear = carrier.index_of("clear")
     media_before_clear = sum(1 for r in carrier.received[:at_clear] if r.event == "media")
@@ -146,6 +143,7 @@ async def test_dtmf_reaches_the_app_and_its_reply_is_played(live_server: StartSe
         await carrier.dtmf("5")
         await carrier.dtmf("#")
         await carrier.wait_for("media", count=10)
+        await wait_until(lambda: len(rec.of("dtmf_received")) == 2)
         await carrier.stop()
         streaming.cancel()
     assert [e.digit for e in rec.of("dtmf_received")] == ["5", "#"]

@@ -20,6 +20,7 @@ from tests.live.carrier import Carrier
 SESSION = SessionInfo(id="6a1c5f8e-2b3d-4e5f-8a9b-0c1d2e3f4a5b")
 
 
+@pytest.mark.slow
 async def test_a_media_call_driven_by_a_webhook_app_on_another_server(live_server: StartServer) -> None:
     remote = RecordingApp(
         {
@@ -51,6 +52,7 @@ async def test_a_media_call_driven_by_a_webhook_app_on_another_server(live_serve
     assert remote.events[0].session.from_phone_number == "+4915100000001"
 
 
+@pytest.mark.slow
 async def test_a_slow_remote_app_gets_the_fallback_and_the_audio_goes_on(live_server: StartServer) -> None:
     remote = RecordingApp(handler_timeout=5.0)
 

@@ -7,6 +7,8 @@ import json
 
 from websockets.asyncio.server import ServerConnection, serve
 
+import pytest
+
 from flowapp import BargeIn, BargeInNow, FlowApp, Speak
 from flowapp.protocol.events import SessionInfo, SessionStart
 from flowapp.session import SessionRegistry
@@ -25,6 +27,7 @@ async def until(condition: object, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow
 async def test_a_media_call_driven_by_an_app_on_the_event_websocket(live_server: StartServer) -> None:
     remote = RecordingApp(
         {
@@ -48,6 +51,7 @@ async def test_a_media_call_driven_by_an_app_on_the_event_websocket(live_server:
     assert [e.reason for e in remote.of("session_end")] == ["stream_stopped"]
 
 
+@pytest.mark.slow
 async def test_the_app_can_interrupt_at_any_time_over_the_socket(live_server: StartServer) -> None:
     remote = RecordingApp({"session_start": Speak(text=LONG_TEXT, barge_in=BargeIn.none())})
 
