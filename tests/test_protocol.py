@@ -21,6 +21,7 @@ from flowapp.protocol import (
     parse_actions,
     parse_event,
 )
+from flowapp.protocol.actions import MAX_SPEAK_CHARS
 from flowapp.protocol.events import (
     AssistantSpeak,
     AssistantSpeechEnded,
@@ -120,6 +121,8 @@ def test_unknown_and_invalid_events() -> None:
         (lambda: MixAudio(audio="UklGRg==", volume=1.1), "volume"),
         (lambda: MixAudio(), "audio"),
         (lambda: Hangup(reason="none"), "reason"),  # type: ignore[call-arg]
+        (lambda: Speak(text="word " * 20_000), "text"),
+        (lambda: Speak(ssml="<speak>" + "x" * MAX_SPEAK_CHARS + "</speak>"), "ssml"),
     ],
 )
 def test_out_of_range_actions_fail_naming_the_field(build: Any, field: str) -> None:
@@ -149,6 +152,7 @@ def test_boundaries_are_accepted() -> None:
     assert MixAudio(audio="UklGRg==", volume=1.0).volume == 1.0
     assert MixAudio(audio="UklGRg==", volume=0.0).volume == 0.0
     assert Speak(ssml="<speak>hi</speak>").ssml == "<speak>hi</speak>"
+    assert Speak(text="x" * MAX_SPEAK_CHARS).text is not None
 
 
 def test_to_wire() -> None:

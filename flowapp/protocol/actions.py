@@ -12,6 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 Strategy = Literal["none", "manual", "minimum_characters", "immediate"]
 
+MAX_SPEAK_CHARS = 5000
+"""Longest `text` or `ssml` one `speak` may carry: about five minutes of speech, and the per-request limit of
+common hosted TTS services, so a prompt that fits them fits here. Longer text is refused, not truncated."""
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -72,8 +76,8 @@ class _Action(_Strict):
 
 class Speak(_Action):
     type: Literal["speak"] = "speak"
-    text: str | None = None
-    ssml: str | None = None
+    text: Annotated[str, Field(max_length=MAX_SPEAK_CHARS)] | None = None
+    ssml: Annotated[str, Field(max_length=MAX_SPEAK_CHARS)] | None = None
     tts: TtsConfig | None = None
     barge_in: BargeIn | None = None
     user_input_timeout_seconds: Annotated[float, Field(gt=0)] | None = None
@@ -215,6 +219,7 @@ def parse_actions(data: Any) -> list[Action]:
 
 __all__ = [
     "ACTION_TYPES",
+    "MAX_SPEAK_CHARS",
     "Action",
     "Audio",
     "BargeIn",
