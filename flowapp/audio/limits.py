@@ -8,13 +8,13 @@ sample is decoded or resampled, with an error that names the bound.
 from __future__ import annotations
 
 from flowapp.audio.errors import AudioFormatError
-from flowapp.audio.frames import SAMPLE_RATE
 
 MAX_ITEM_SECONDS = 600
 """Longest audio one item may render to (10 minutes, 9.6 MB at 8 kHz int16)."""
 
-MAX_ITEM_SAMPLES = MAX_ITEM_SECONDS * SAMPLE_RATE
-"""The same bound in output samples."""
+MAX_REPLY_SECONDS = 2 * MAX_ITEM_SECONDS
+"""Longest audio one reply (or one push) may render to, all its items together: without it, a reply of
+many maximal items would hold gigabytes until it is played."""
 
 MIN_WAV_RATE = 4_000
 MAX_WAV_RATE = 384_000

@@ -13,7 +13,8 @@ import threading
 from dataclasses import dataclass
 
 from flowapp.audio.errors import AudioFormatError
-from flowapp.audio.frames import Pcm
+from flowapp.audio.frames import SAMPLE_RATE, Pcm
+from flowapp.audio.limits import MAX_REPLY_SECONDS
 from flowapp.audio.tts import TtsError, TtsRegistry
 from flowapp.audio.wav import check_base64_wav, decode_base64_wav
 from flowapp.logs import call_logger
@@ -72,7 +73,22 @@ class Renderer:
         return Rendered(action)
 
     def render_all(self, actions: list[Action]) -> list[Rendered]:
-        return [self.render(action) for action in actions]
+        """One reply's actions. Audio past MAX_REPLY_SECONDS in all is skipped (and not rendered once the
+        reply is past it); the engine logs each skipped item. Control actions still run."""
+        rendered: list[Rendered] = []
+        budget = MAX_REPLY_SECONDS * SAMPLE_RATE
+        problem = f"the reply's audio runs past {MAX_REPLY_SECONDS} s (MAX_REPLY_SECONDS)"
+        for action in actions:
+            if budget < 0 and (isinstance(action, Speak) or _wav_of(action)):
+                rendered.append(Rendered(action, None, problem))
+                continue
+            item = self.render(action)
+            if item.pcm is not None:
+                budget -= len(item.pcm)
+                if budget < 0:
+                    item = Rendered(action, None, problem)
+            rendered.append(item)
+        return rendered
 
     def _speak(self, action: Speak, log: logging.LoggerAdapter[logging.Logger]) -> Pcm:
         """Speak with what was asked for where possible; otherwise log why and use the local default voice."""

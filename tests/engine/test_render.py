@@ -68,3 +68,22 @@ def test_a_server_renders_at_most_its_slots_at_once() -> None:
     assert peak == RENDER_SLOTS
     with pytest.raises(ValueError, match="slots"):
         Renderer(slots=0)
+
+
+def test_a_reply_renders_at_most_its_audio_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowapp.engine import render as render_module
+
+    synthesized: list[str] = []
+
+    class OneSecond:
+        def synthesize(self, text: str, *, voice: str | None = None, language: str | None = None) -> np.ndarray:
+            synthesized.append(text)
+            return np.zeros(8000, dtype=np.int16)
+
+    monkeypatch.setattr(render_module, "MAX_REPLY_SECONDS", 2)
+    reply: list[Action] = [Speak(text=str(n)) for n in range(4)]
+    rendered = Renderer(TtsRegistry({"espeak": OneSecond()})).render_all([*reply, Hangup()])
+    assert [r.pcm is not None for r in rendered] == [True, True, False, False, False]
+    assert all("MAX_REPLY_SECONDS" in (r.problem or "") for r in rendered[2:4])
+    assert rendered[4].action.type == "hangup" and rendered[4].problem is None
+    assert synthesized == ["0", "1", "2"], "once past the budget, the rest is not even rendered"
