@@ -94,7 +94,7 @@ class Speak(_Action):
 
 class Audio(_Action):
     type: Literal["audio"] = "audio"
-    audio: str = Field(description="base64-encoded WAV; any PCM rate, width and channel count")
+    audio: str = Field(description="base64-encoded WAV: PCM, float or G.711, 4-384 kHz, up to 600 s, any channel count")
     barge_in: BargeIn | None = None
 
 
