@@ -112,3 +112,26 @@ async def test_control_api_refuses_them_naming_the_field(live_server: StartServe
         )
         assert fine.status_code == 202
         assert strict_json(await asyncio.wait_for(ws.recv(), timeout=3))["user_input_timeout_seconds"] == 4.0
+
+
+async def test_a_media_call_whose_handler_builds_an_infinite_timeout_goes_on(live_server: StartServer) -> None:
+    from tests.live.calls import CUSTOM
+    from tests.live.carrier import Carrier
+
+    app = make_app()
+
+    @app.on_session_start
+    def greet_and_wait_forever() -> Speak:
+        return Speak(text="Hello.", user_input_timeout_seconds=float("inf"))
+
+    server = live_server(app, ServerSettings(vad_detector="webrtc", recognizer=None))
+    async with Carrier.connect(server.ws_url, CUSTOM) as carrier:
+        streaming = asyncio.create_task(carrier.silence(5))
+        await carrier.wait_for("media", count=10)
+        await asyncio.sleep(2.0)  # "Hello." has played: the engine now waits (for ever) for the caller
+        greeting = len(carrier.events("media"))
+        await carrier.dtmf("1")
+        await carrier.wait_for("media", count=greeting + 10)
+        assert carrier.close_code is None, "the call is still up and answers the key"
+        await carrier.stop()
+        streaming.cancel()
