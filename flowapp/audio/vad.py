@@ -300,14 +300,15 @@ class _SileroLease:
     pool when released or when its owner is garbage-collected (a call that ended without saying so)."""
 
     def __init__(self, owner: object, *, load_ahead: bool) -> None:
+        self._pool = SILERO_POOL
         self._held: list[Any] = []
-        SILERO_POOL.join(load_ahead=load_ahead)
-        weakref.finalize(owner, _end_lease, self._held)
+        self._pool.join(load_ahead=load_ahead)
+        weakref.finalize(owner, _end_lease, self._pool, self._held)
 
     @property
     def model(self) -> Any:
         if not self._held:
-            self._held.append(SILERO_POOL.borrow())
+            self._held.append(self._pool.borrow())
         return self._held[0]
 
     @property
@@ -315,12 +316,12 @@ class _SileroLease:
         return bool(self._held)
 
     def release(self) -> None:
-        SILERO_POOL.give_back(self._held)
+        self._pool.give_back(self._held)
 
 
-def _end_lease(held: list[Any]) -> None:
-    SILERO_POOL.give_back(held)
-    SILERO_POOL.leave()
+def _end_lease(pool: _SileroPool, held: list[Any]) -> None:
+    pool.give_back(held)
+    pool.leave()
 
 
 class SileroDetector:
