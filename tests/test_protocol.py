@@ -7,11 +7,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from flowapp.engine.turns import TurnHandling
 from flowapp.protocol import (
     Audio,
     BargeIn,
     BargeInNow,
     ConfigureTranscription,
+    ConfigureTurnHandling,
     Hangup,
     MixAudio,
     Speak,
@@ -21,6 +23,7 @@ from flowapp.protocol import (
     parse_actions,
     parse_event,
 )
+from flowapp.protocol.actions import MAX_SPEAK_CHARS
 from flowapp.protocol.events import (
     AssistantSpeak,
     AssistantSpeechEnded,
@@ -31,6 +34,7 @@ from flowapp.protocol.events import (
     UserSpeak,
     UserSpeechStarted,
 )
+from flowapp.simulation.scenario import DtmfSpec
 
 SESSION = {"id": "s-1", "account_id": "a", "phone_number": "4921100", "from_phone_number": "+49151", "extra": 1}
 
@@ -120,6 +124,8 @@ def test_unknown_and_invalid_events() -> None:
         (lambda: MixAudio(audio="UklGRg==", volume=1.1), "volume"),
         (lambda: MixAudio(), "audio"),
         (lambda: Hangup(reason="none"), "reason"),  # type: ignore[call-arg]
+        (lambda: Speak(text="word " * 20_000), "text"),
+        (lambda: Speak(ssml="<speak>" + "x" * MAX_SPEAK_CHARS + "</speak>"), "ssml"),
     ],
 )
 def test_out_of_range_actions_fail_naming_the_field(build: Any, field: str) -> None:
@@ -149,6 +155,7 @@ def test_boundaries_are_accepted() -> None:
     assert MixAudio(audio="UklGRg==", volume=1.0).volume == 1.0
     assert MixAudio(audio="UklGRg==", volume=0.0).volume == 0.0
     assert Speak(ssml="<speak>hi</speak>").ssml == "<speak>hi</speak>"
+    assert Speak(text="x" * MAX_SPEAK_CHARS).text is not None
 
 
 def test_to_wire() -> None:
@@ -202,3 +209,39 @@ def test_parse_actions_drops_unknown_fields_but_enforces_ranges() -> None:
         parse_actions({"type": "dance"})
     with pytest.raises(TypeError):
         parse_actions(["speak"])
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan"), True, False])
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda v: Speak(text="a", user_input_timeout_seconds=v), "user_input_timeout_seconds"),
+        (lambda v: MixAudio(audio="UklGRg==", volume=v), "volume"),
+        (lambda v: BargeIn(allow_after_ms=v), "allow_after_ms"),
+        (lambda v: BargeIn(minimum_characters=v), "minimum_characters"),
+        (lambda v: VadConfig(end_of_turn_silence_ms=v), "end_of_turn_silence_ms"),
+        (lambda v: Transfer(target_phone_number="+49", timeout=v), "timeout"),
+        (lambda v: parse_event(wire("assistant_speak", duration_ms=v)), "duration_ms"),
+        (lambda v: parse_event(wire("assistant_speech_ended", played_ms=v)), "played_ms"),
+        (lambda v: parse_event(wire("user_turn_limit", words=v)), "words"),
+        (lambda v: TurnHandling().updated({"endpointing": {"min_delay": v}}), "min_delay"),
+        (lambda v: TurnHandling().updated({"interruption": {"min_duration": v}}), "min_duration"),
+        (lambda v: TurnHandling().updated({"user_turn_limit": {"max_words": v}}), "max_words"),
+        (lambda v: TurnHandling().updated({"echo_guard": {"correlation": v}}), "correlation"),
+        (lambda v: DtmfSpec(at_ms=v, digit="1"), "at_ms"),
+    ],
+)
+def test_numbers_are_finite_and_never_booleans(build: Any, field: str, bad: float) -> None:
+    with pytest.raises(ValidationError) as error:
+        build(bad)
+    assert field in str(error.value)
+
+
+def test_numeric_strings_and_integral_floats_are_still_numbers() -> None:
+    ended = parse_event(wire("assistant_speech_ended", played_ms="1500"))
+    assert isinstance(ended, AssistantSpeechEnded) and ended.played_ms == 1500
+    assert BargeIn(allow_after_ms=300.0).allow_after_ms == 300  # type: ignore[arg-type]
+    assert Speak(text="a", user_input_timeout_seconds=4).user_input_timeout_seconds == 4.0
+    assert ConfigureTurnHandling(turn_handling={"endpointing": {"min_delay": 0.4}}).turn_handling
+    with pytest.raises(ValidationError, match=r"turn_handling\.a\.1 must be a finite number"):
+        ConfigureTurnHandling(turn_handling={"a": [0, float("nan")]})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -20,11 +21,16 @@ import numpy as np
 
 from flowapp.audio.errors import AudioFormatError
 from flowapp.audio.frames import SAMPLE_RATE, Pcm
+from flowapp.audio.limits import MAX_ITEM_SECONDS, LimitExceeded
 from flowapp.audio.wav import decode_wav
 
 DEFAULT_PROVIDER = "espeak"
 REMOTE_PROVIDERS = frozenset({"azure", "eleven_labs"})
 _SSML = re.compile(r"^\s*(<\?xml[^>]*>\s*)?<speak[\s>]", re.IGNORECASE)
+_ESPEAK_BYTES_PER_SECOND = 22_050 * 2
+"""espeak-ng writes 16-bit mono at 22,050 Hz: its output is read up to MAX_ITEM_SECONDS of that."""
+_WAV_HEADER_BYTES = 4096
+_READ_BYTES = 1 << 16
 
 
 class TtsError(RuntimeError):
@@ -91,29 +97,59 @@ class EspeakTts:
         cmd = [self._executable(), "--stdout", "-v", voice, "-s", str(self.rate_wpm)]
         if is_ssml(text):
             cmd.append("-m")
-        proc = subprocess.run(cmd, input=text.encode("utf-8"), capture_output=True, check=False)
-        err = proc.stderr.decode("utf-8", "replace").strip()
+        max_bytes = _WAV_HEADER_BYTES + MAX_ITEM_SECONDS * _ESPEAK_BYTES_PER_SECOND
+        returncode, wav, err = _run_capped(cmd, text.encode("utf-8"), max_bytes)
         if "voice does not exist" in err:
             raise TtsError(f"espeak-ng has no voice {voice!r}; see `espeak-ng --voices` for the installed ones")
-        if proc.returncode != 0 or not proc.stdout:
-            raise TtsError(f"espeak-ng failed (exit {proc.returncode}): {err or 'no output'}")
+        if wav is None:
+            raise LimitExceeded(f"speech runs past {MAX_ITEM_SECONDS} s", "MAX_ITEM_SECONDS")
+        if returncode != 0 or not wav:
+            raise TtsError(f"espeak-ng failed (exit {returncode}): {err or 'no output'}")
         try:
-            return decode_wav(proc.stdout, SAMPLE_RATE)
+            return decode_wav(wav, SAMPLE_RATE)
+        except LimitExceeded:
+            raise
         except AudioFormatError as exc:
             raise TtsError(f"espeak-ng produced unreadable audio: {exc}") from exc
+
+
+def _run_capped(cmd: list[str], stdin: bytes, max_bytes: int) -> tuple[int, bytes | None, str]:
+    """Run a program; its stdout, or None (the program killed) once it passes ``max_bytes``, and its stderr.
+
+    Input and errors go through files, so neither pipe can fill up while stdout is being read.
+    """
+    with tempfile.TemporaryFile() as text_file, tempfile.TemporaryFile() as err_file:
+        text_file.write(stdin)
+        text_file.seek(0)
+        with subprocess.Popen(cmd, stdin=text_file, stdout=subprocess.PIPE, stderr=err_file) as proc:
+            assert proc.stdout is not None
+            out: bytearray | None = bytearray()
+            while out is not None and (chunk := proc.stdout.read(_READ_BYTES)):
+                out += chunk
+                if len(out) > max_bytes:
+                    proc.kill()
+                    out = None
+        err_file.seek(0)
+        err = err_file.read().decode("utf-8", "replace").strip()
+    return proc.returncode, None if out is None else bytes(out), err
 
 
 class CachedTts:
     """LRU cache in front of any engine: IVR prompts repeat, and synthesis is the slow part of a turn.
 
-    Cached arrays are returned read-only so one caller cannot corrupt another's prompt.
+    Cached arrays are returned read-only so one caller cannot corrupt another's prompt. ``max_bytes`` bounds
+    the cache's memory as well as its count: one item may hold minutes of audio.
     """
 
-    def __init__(self, inner: TextToSpeech, max_items: int = 256) -> None:
+    def __init__(self, inner: TextToSpeech, max_items: int = 256, max_bytes: int = 64 << 20) -> None:
         if max_items < 1:
             raise ValueError(f"max_items must be >= 1, got {max_items}")
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
         self.inner = inner
         self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.hits = 0
         self.misses = 0
         self._items: OrderedDict[tuple[str, str | None, str | None, bool], Pcm] = OrderedDict()
@@ -132,15 +168,18 @@ class CachedTts:
         pcm.setflags(write=False)
         with self._lock:
             self.misses += 1
+            if pcm.nbytes > self.max_bytes or key in self._items:
+                return pcm
             self._items[key] = pcm
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
+            self.bytes += pcm.nbytes
+            while len(self._items) > self.max_items or self.bytes > self.max_bytes:
+                self.bytes -= self._items.popitem(last=False)[1].nbytes
         return pcm
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self.bytes = 0
 
 
 @dataclass(frozen=True)

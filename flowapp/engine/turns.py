@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-Seconds = Annotated[float, Field(ge=0.0, le=60.0)]
+from flowapp.protocol.numbers import NotBool, WireModel
+
+Seconds = Annotated[float, Field(ge=0.0, le=60.0), NotBool]
 
 DEFAULT_BACKCHANNELS: dict[str, list[str]] = {
     "en": [
@@ -50,7 +52,7 @@ DEFAULT_INTERRUPTIONS: dict[str, list[str]] = {
 }
 
 
-class _Options(BaseModel):
+class _Options(WireModel):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -61,7 +63,7 @@ class InterruptionOptions(_Options):
     """adaptive: tell backchannels and noise from real barge-ins, locally (transcript + audio)."""
     min_duration: Seconds = 0.5
     """Caller speech that confirms a paused interruption."""
-    min_words: Annotated[int, Field(ge=0, le=50)] = 0
+    min_words: Annotated[int, Field(ge=0, le=50), NotBool] = 0
     """Words the transcript must hold to confirm (0: duration alone, also without a recognizer)."""
     false_interruption_timeout: Seconds | None = 2.0
     """Quiet after a pause with nothing confirmed: then it was a false interruption (None: never resume)."""
@@ -94,10 +96,10 @@ class InterruptionOptions(_Options):
 
 class EndpointingOptions(_Options):
     mode: Literal["fixed", "dynamic"] = "fixed"
-    min_delay: Annotated[float, Field(ge=0.15, le=2.0)] = 0.5
+    min_delay: Annotated[float, Field(ge=0.15, le=2.0), NotBool] = 0.5
     """Silence that ends a turn (fixed), or the lower bound (dynamic). Same as `end_of_turn_silence_ms`."""
-    max_delay: Annotated[float, Field(ge=0.15, le=10.0)] = 3.0
-    alpha: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9
+    max_delay: Annotated[float, Field(ge=0.15, le=10.0), NotBool] = 3.0
+    alpha: Annotated[float, Field(gt=0.0, lt=1.0), NotBool] = 0.9
     """Dynamic: weight of the past in the moving average of this caller's pauses."""
 
     @model_validator(mode="after")
@@ -108,14 +110,14 @@ class EndpointingOptions(_Options):
 
 
 class UserTurnLimit(_Options):
-    max_words: Annotated[int, Field(ge=1)] | None = None
-    max_duration: Annotated[float, Field(gt=0.0, le=600.0)] | None = None
+    max_words: Annotated[int, Field(ge=1), NotBool] | None = None
+    max_duration: Annotated[float, Field(gt=0.0, le=600.0), NotBool] | None = None
 
 
 class EchoGuardOptions(_Options):
     enabled: bool = True
-    max_delay_ms: Annotated[int, Field(ge=20, le=500)] = 240
-    correlation: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.6
+    max_delay_ms: Annotated[int, Field(ge=20, le=500), NotBool] = 240
+    correlation: Annotated[float, Field(gt=0.0, lt=1.0), NotBool] = 0.6
     """Normalised correlation with the delayed outbound audio above which a frame is taken for echo."""
 
 

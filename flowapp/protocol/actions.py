@@ -8,12 +8,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+
+from flowapp.protocol.numbers import NotBool, WireModel, non_finite_path
 
 Strategy = Literal["none", "manual", "minimum_characters", "immediate"]
 
+MAX_SPEAK_CHARS = 5000
+"""Longest `text` or `ssml` one `speak` may carry: about five minutes of speech, and the per-request limit of
+common hosted TTS services, so a prompt that fits them fits here. Longer text is refused, not truncated."""
 
-class _Strict(BaseModel):
+
+class _Strict(WireModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
@@ -21,8 +27,8 @@ class BargeIn(_Strict):
     """When the caller may interrupt one speak/audio item."""
 
     strategy: Strategy = "minimum_characters"
-    minimum_characters: Annotated[int, Field(ge=1, le=100)] = 3
-    allow_after_ms: Annotated[int, Field(ge=0, le=10000)] = 0
+    minimum_characters: Annotated[int, Field(ge=1, le=100), NotBool] = 3
+    allow_after_ms: Annotated[int, Field(ge=0, le=10000), NotBool] = 0
 
     @classmethod
     def none(cls) -> BargeIn:
@@ -50,7 +56,7 @@ class BargeIn(_Strict):
 
 
 class VadConfig(_Strict):
-    end_of_turn_silence_ms: Annotated[int, Field(ge=150, le=2000)] | None = None
+    end_of_turn_silence_ms: Annotated[int, Field(ge=150, le=2000), NotBool] | None = None
 
 
 class TtsConfig(_Strict):
@@ -72,11 +78,11 @@ class _Action(_Strict):
 
 class Speak(_Action):
     type: Literal["speak"] = "speak"
-    text: str | None = None
-    ssml: str | None = None
+    text: Annotated[str, Field(max_length=MAX_SPEAK_CHARS)] | None = None
+    ssml: Annotated[str, Field(max_length=MAX_SPEAK_CHARS)] | None = None
     tts: TtsConfig | None = None
     barge_in: BargeIn | None = None
-    user_input_timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+    user_input_timeout_seconds: Annotated[float, Field(gt=0), NotBool] | None = None
     vad: VadConfig | None = None
 
     @model_validator(mode="after")
@@ -88,14 +94,14 @@ class Speak(_Action):
 
 class Audio(_Action):
     type: Literal["audio"] = "audio"
-    audio: str = Field(description="base64-encoded WAV; any PCM rate, width and channel count")
+    audio: str = Field(description="base64-encoded WAV: PCM, float or G.711, 4-384 kHz, up to 600 s, any channel count")
     barge_in: BargeIn | None = None
 
 
 class MixAudio(_Action):
     type: Literal["mix_audio"] = "mix_audio"
     audio: str | None = None
-    volume: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    volume: Annotated[float, Field(ge=0.0, le=1.0), NotBool] = 0.5
     stop: bool | None = None
 
     @model_validator(mode="after")
@@ -114,7 +120,7 @@ class Transfer(_Action):
     target_phone_number: str
     caller_id_name: str | None = None
     caller_id_number: str | None = None
-    timeout: Annotated[int, Field(ge=5, le=120)] | None = None
+    timeout: Annotated[int, Field(ge=5, le=120), NotBool] | None = None
 
 
 class BargeInNow(_Action):
@@ -143,6 +149,14 @@ class ConfigureTurnHandling(_Action):
 
     type: Literal["configure_turn_handling"] = "configure_turn_handling"
     turn_handling: dict[str, Any]
+
+    @field_validator("turn_handling")
+    @classmethod
+    def _finite(cls, value: dict[str, Any]) -> dict[str, Any]:
+        path = non_finite_path(value)
+        if path is not None:
+            raise ValueError(f"turn_handling.{'.'.join(map(str, path))} must be a finite number")
+        return value
 
 
 class CommitUserTurn(_Action):
@@ -229,6 +243,7 @@ def parse_actions(data: Any) -> list[Action]:
 
 __all__ = [
     "ACTION_TYPES",
+    "MAX_SPEAK_CHARS",
     "Action",
     "Audio",
     "BargeIn",

@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import ConfigDict, Field, TypeAdapter, field_validator
 
 from flowapp.protocol.ids import MAX_ID_LENGTH, is_valid_id
+from flowapp.protocol.numbers import Int, WireModel
 
 _E164_DIGITS = re.compile(r"^\+?[0-9]{3,15}$")
 
@@ -26,7 +27,7 @@ def normalize_phone_number(value: str | None) -> str | None:
     return value
 
 
-class SessionInfo(BaseModel):
+class SessionInfo(WireModel):
     model_config = ConfigDict(extra="ignore")
 
     id: Annotated[str, Field(json_schema_extra={"minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": "^[!-~]+$"})]
@@ -50,7 +51,7 @@ class SessionInfo(BaseModel):
         return normalize_phone_number(value) if isinstance(value, str) else value
 
 
-class _Event(BaseModel):
+class _Event(WireModel):
     model_config = ConfigDict(extra="ignore")
 
     session: SessionInfo
@@ -78,14 +79,14 @@ class AssistantSpeak(_Event):
     type: Literal["assistant_speak"] = "assistant_speak"
     text: str | None = None
     ssml: str | None = None
-    duration_ms: int | None = None
-    speech_started_at: int | None = None
+    duration_ms: Int | None = None
+    speech_started_at: Int | None = None
 
 
 class AssistantSpeechEnded(_Event):
     type: Literal["assistant_speech_ended"] = "assistant_speech_ended"
     interrupted: bool | None = None
-    played_ms: int | None = None
+    played_ms: Int | None = None
     heard_text: str | None = None
 
 
@@ -107,15 +108,15 @@ class AssistantSpeechPaused(_Event):
     """Extension: playback paused on caller activity; it either resumes or is confirmed as a barge-in."""
 
     type: Literal["assistant_speech_paused"] = "assistant_speech_paused"
-    played_ms: int | None = None
+    played_ms: Int | None = None
 
 
 class AssistantSpeechResumed(_Event):
     """Extension: the pause was a false interruption (a cough, a door); playback went on from the pause point."""
 
     type: Literal["assistant_speech_resumed"] = "assistant_speech_resumed"
-    played_ms: int | None = None
-    paused_ms: int | None = None
+    played_ms: Int | None = None
+    paused_ms: Int | None = None
 
 
 class UserBackchannel(_Event):
@@ -130,8 +131,8 @@ class UserTurnLimit(_Event):
 
     type: Literal["user_turn_limit"] = "user_turn_limit"
     text: str = ""
-    words: int = 0
-    duration_ms: int = 0
+    words: Int = 0
+    duration_ms: Int = 0
     limit: Literal["max_words", "max_duration"] = "max_words"
 
 

@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flowapp.audio.errors import AudioFormatError
 from flowapp.audio.wav import decode_wav
 from flowapp.engine.turns import TurnHandling
 from flowapp.protocol.actions import BargeIn, TtsConfig
+from flowapp.protocol.numbers import NotBool, WireModel
 from flowapp.stt import check_recognizer
 
 
@@ -19,7 +20,7 @@ class ScenarioError(ValueError):
     """A scenario that cannot run; the message names the problem."""
 
 
-class _Spec(BaseModel):
+class _Spec(WireModel):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -39,17 +40,17 @@ class AssistantSpec(_Spec):
 
 class CallerSpec(_Spec):
     audio: str
-    offset_ms: Annotated[int, Field(ge=0)] = 0
+    offset_ms: Annotated[int, Field(ge=0), NotBool] = 0
 
 
 class TranscriptSpec(_Spec):
-    at_ms: Annotated[int, Field(ge=0)]
+    at_ms: Annotated[int, Field(ge=0), NotBool]
     text: str
     final: bool = False
 
 
 class DtmfSpec(_Spec):
-    at_ms: Annotated[int, Field(ge=0)]
+    at_ms: Annotated[int, Field(ge=0), NotBool]
     digit: Annotated[str, Field(pattern=r"^[0-9*#]$")]
 
 
@@ -59,10 +60,10 @@ class Scenario(_Spec):
     caller: CallerSpec | None = None
     transcripts: list[TranscriptSpec] | None = None
     recognizer: str | None = None
-    barge_in_requests_ms: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
+    barge_in_requests_ms: list[Annotated[int, Field(ge=0), NotBool]] = Field(default_factory=list)
     dtmf: list[DtmfSpec] = Field(default_factory=list)
-    duration_ms: Annotated[int, Field(gt=0, le=3_600_000)] = 10_000
-    end_of_turn_silence_ms: Annotated[int, Field(ge=150, le=2000)] | None = None
+    duration_ms: Annotated[int, Field(gt=0, le=3_600_000), NotBool] = 10_000
+    end_of_turn_silence_ms: Annotated[int, Field(ge=150, le=2000), NotBool] | None = None
     turn_handling: TurnHandling | None = None
 
     @field_validator("recognizer")

@@ -15,6 +15,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from flowapp.audio.errors import AudioFormatError
+from flowapp.engine.render import check_renderable
 from flowapp.protocol.actions import Action, foreign, parse_action
 from flowapp.session import LiveCall, NotConnected
 from flowapp.transports.auth import bearer_ok, unauthorized
@@ -60,18 +62,28 @@ def _live_call(request: Request) -> LiveCall | Response:
 
 
 def _parse_actions(data: Any) -> list[Action] | Response:
-    """One action or a non-empty array; an error's `loc` starts with the item's index when it is an array."""
+    """One action or a non-empty array; an error's `loc` starts with the item's index when it is an array.
+
+    Audio that rendering would refuse (unreadable, or past a bound of flowapp.audio.limits) is refused here.
+    """
     if data == [] or data is None:
         return error_response(422, "invalid_actions", [{"loc": [], "msg": "expected an action or a non-empty array"}])
     items = data if isinstance(data, list) else [data]
     actions: list[Action] = []
     for index, item in enumerate(items):
+        prefix: list[Any] = [index] if isinstance(data, list) else []
         try:
-            actions.append(parse_action(item))
+            parsed = [parse_action(item)]
         except (ValidationError, TypeError, ValueError) as exc:
-            prefix = [index] if isinstance(data, list) else []
             errors = [{**error, "loc": prefix + error["loc"]} for error in field_errors(exc)]
             return error_response(422, "invalid_actions", errors)
+        for action in parsed:
+            try:
+                check_renderable(action)
+            except AudioFormatError as exc:
+                loc = [*prefix, action.type, "audio"]
+                return error_response(422, "invalid_actions", [{"loc": loc, "msg": str(exc)}])
+        actions += parsed
     return actions
 
 

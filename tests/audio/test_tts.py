@@ -10,13 +10,13 @@ from flowapp.audio import tts as tts_module
 @pytest.fixture
 def espeak_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     calls: list[list[str]] = []
-    real_run = subprocess.run
+    real_popen = subprocess.Popen
 
-    def counting_run(cmd, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def counting_popen(cmd, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(list(cmd))
-        return real_run(cmd, *args, **kwargs)
+        return real_popen(cmd, *args, **kwargs)
 
-    monkeypatch.setattr(tts_module.subprocess, "run", counting_run)
+    monkeypatch.setattr(tts_module.subprocess, "Popen", counting_popen)
     return calls
 
 
@@ -103,3 +103,28 @@ def test_registry_prefers_a_registered_provider() -> None:
     registry.register("azure", Fake())
     assert not registry.select("azure").is_fallback
     assert registry.get("azure").synthesize("x").size == 80
+
+
+def test_speech_past_the_item_bound_is_cut_off_and_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowapp.audio.limits import LimitExceeded
+
+    monkeypatch.setattr(tts_module, "MAX_ITEM_SECONDS", 1)
+    with pytest.raises(LimitExceeded, match=r"past 1 s \(MAX_ITEM_SECONDS\)"):
+        EspeakTts().synthesize("This sentence takes a good deal longer than one second to say aloud.")
+    assert EspeakTts().synthesize("Hi.").size < 8000
+
+
+def test_cache_memory_is_bounded_in_bytes() -> None:
+    class Silence:
+        def synthesize(self, text: str, *, voice: str | None = None, language: str | None = None) -> np.ndarray:
+            return np.zeros(int(text), dtype=np.int16)
+
+    cached = CachedTts(Silence(), max_items=100, max_bytes=10_000)
+    for samples in ("2000", "2001", "2002"):
+        cached.synthesize(samples)
+    assert cached.bytes == 4002 + 4004, "two items fit, the third evicts the least recently used"
+    cached.synthesize("6000")
+    assert cached.bytes == 4002 + 4004, "an item bigger than the whole cache is not kept"
+    assert cached.synthesize("2002") is cached.synthesize("2002")
+    cached.clear()
+    assert cached.bytes == 0

@@ -1,10 +1,14 @@
 """VAD behaviour on real recordings; figures in comments were measured with the default settings."""
 
+import time
+from typing import Any
+
 import numpy as np
 import pytest
 
 import flowapp.audio.vad as vad_module
 from flowapp.audio import (
+    CascadeDetector,
     SileroDetector,
     VadConfig,
     VadEvent,
@@ -208,3 +212,107 @@ def test_prefill_loads_models_up_to_the_count_once() -> None:
     assert pool.loaded == 2, "already there: nothing more is loaded"
     model = pool.borrow()
     assert model.process(bytearray(4 * 256)) >= 0.0
+
+
+class FakeModel:
+    def reset(self) -> None:
+        pass
+
+
+def fake_pool(now: list[float], **options: Any) -> vad_module._SileroPool:
+    """A pool on a clock the test moves, loading stand-in models at once instead of on a thread."""
+    return vad_module._SileroPool(
+        clock=lambda: now[0], factory=FakeModel, background=lambda work: work(), idle_seconds=30.0, **options
+    )
+
+
+def test_the_pool_follows_live_demand_and_shrinks_back_when_idle() -> None:
+    now = [0.0]
+    pool = fake_pool(now, headroom=2, limit=64)
+    calls: list[list[Any]] = []
+    most = 0
+    for n in range(1900):
+        pool.join(load_ahead=True)
+        held = [pool.borrow()]
+        calls.append(held)
+        if len(calls) > 5:
+            pool.give_back(calls.pop(0))
+            pool.leave()
+        most = max(most, pool.loaded)
+        now[0] += 0.5 if n % 100 else 60.0
+    assert most <= 5 + 1 + 2, "never more than the live calls, the one arriving, and the headroom"
+    while calls:
+        pool.give_back(calls.pop())
+        pool.leave()
+    assert pool.live == 0 and pool.lent == 0
+    assert pool.trim() == 0 and pool.loaded > 2, "just returned: kept a while for the next calls"
+    now[0] += 31
+    assert pool.trim() > 0
+    assert pool.loaded == 2 == pool.headroom
+
+
+def test_a_burst_is_released_after_idle_seconds_but_the_prefill_floor_stays() -> None:
+    now = [0.0]
+    pool = fake_pool(now, headroom=1, limit=64)
+    pool.prefill(3)
+    burst = []
+    for _ in range(20):
+        pool.join(load_ahead=True)
+        burst.append([pool.borrow()])
+    assert pool.loaded == 21, "every live call was lent a model, and one waits ahead"
+    for held in burst:
+        pool.give_back(held)
+        pool.leave()
+    now[0] += 29
+    assert pool.trim() == 0
+    now[0] += 2
+    assert pool.trim() == 18
+    assert pool.loaded == len(pool.idle) == 3 == pool.floor
+
+
+def test_the_aim_is_capped_by_the_limit() -> None:
+    pool = fake_pool([0.0], headroom=2, limit=4)
+    for _ in range(10):
+        pool.join(load_ahead=True)
+    assert pool.loaded == 4
+
+
+def test_surplus_is_released_on_a_timer_without_further_calls() -> None:
+    pool = vad_module._SileroPool(factory=FakeModel, background=lambda work: work(), idle_seconds=0.05, headroom=1)
+    models = []
+    for _ in range(6):
+        pool.join(load_ahead=False)
+        models.append([pool.borrow()])
+    for held in models:
+        pool.give_back(held)
+        pool.leave()
+    deadline = time.monotonic() + 5
+    while pool.loaded > 1:
+        assert time.monotonic() < deadline, f"{pool.loaded} models still loaded"
+        time.sleep(0.02)
+
+
+def test_many_short_calls_keep_the_real_pool_small(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real cascade detectors through the shared pool: each call starts, its caller speaks, it ends."""
+    now = [0.0]
+    pool = vad_module._SileroPool(clock=lambda: now[0])
+    monkeypatch.setattr(vad_module, "SILERO_POOL", pool)
+    speech = np.concatenate([np.zeros(2400, dtype=np.int16), asterisk_prompt("please-try-again")[:8000]])
+    most = 0
+    for _ in range(200):
+        detector = CascadeDetector()
+        for frame in split_frames(speech):
+            detector.speech_probability(frame)
+        assert detector.windows_scored > 0, "the caller's speech woke Silero: the call borrowed a model"
+        del detector
+        most = max(most, pool.loaded)
+        now[0] += 1.0
+    deadline = time.monotonic() + 10
+    while pool.loading:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert pool.live == 0 and pool.lent == 0
+    assert most <= 1 + pool.headroom, f"{most} models for one call at a time"
+    now[0] += pool.idle_seconds
+    pool.trim()
+    assert pool.loaded <= pool.headroom

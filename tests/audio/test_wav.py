@@ -160,3 +160,44 @@ def test_bad_base64(payload: str) -> None:
 
 def test_error_is_a_value_error() -> None:
     assert issubclass(AudioFormatError, ValueError)
+
+
+def test_a_wav_declaring_1_hz_is_refused_before_decoding() -> None:
+    import tracemalloc
+
+    from flowapp.audio.limits import LimitExceeded
+
+    one_hz = wav(fmt_body(1, 1, 1, 8), b"\x80" * 20_000)
+    tracemalloc.start()
+    with pytest.raises(LimitExceeded, match=r"1 Hz.*MIN_WAV_RATE") as refused:
+        decode_base64_wav(base64.b64encode(one_hz).decode())
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert isinstance(refused.value, AudioFormatError) and refused.value.limit == "MIN_WAV_RATE..MAX_WAV_RATE"
+    assert peak < 1_000_000
+    with pytest.raises(LimitExceeded, match="384000 Hz"):
+        decode_wav(wav(fmt_body(1, 1, 400_000, 16), b"\x00" * 100))
+
+
+def test_a_wav_longer_than_the_item_bound_is_refused_by_its_size() -> None:
+    from flowapp.audio.limits import MAX_ITEM_SECONDS, LimitExceeded
+
+    long_wav = wav(fmt_body(1, 1, 8000, 8), b"\x80" * (8000 * (MAX_ITEM_SECONDS + 1)))
+    with pytest.raises(LimitExceeded, match=rf"lasts {MAX_ITEM_SECONDS + 1} s.*MAX_ITEM_SECONDS"):
+        decode_wav(long_wav)
+    assert decode_wav(long_wav, max_seconds=None).size == 8000 * (MAX_ITEM_SECONDS + 1), "no bound: own files"
+
+
+def test_decoding_works_a_block_at_a_time() -> None:
+    """60 s of 48 kHz stereo float: a whole-file decode would widen all 46 MB of samples to float64 at once."""
+    import tracemalloc
+
+    x = tone(48000, seconds=60.0, amp=0.3)
+    data = wav(fmt_body(3, 2, 48000, 32), np.repeat(x, 2).astype("<f4").tobytes())
+    tracemalloc.start()
+    out = decode_wav(data)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert out.size == 60 * 8000
+    assert peak < out.nbytes + 20_000_000
+    assert abs(level(out) - 0.3 * 32768 / np.sqrt(2)) < 100

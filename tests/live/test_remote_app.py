@@ -95,6 +95,9 @@ def _recording_transport(answers: list[httpx.Response | Exception]) -> tuple[htt
         ([httpx.ReadTimeout("slow")], 1),
         ([httpx.Response(200, text="not json")], 1),
         ([httpx.Response(200, json={"type": "speak"})], 1),
+        ([httpx.Response(200, json={"type": "speak", "text": "word " * 20_000})], 1),
+        ([httpx.Response(200, content=b'{"type": "speak", "text": "x", "user_input_timeout_seconds": 1e999}')], 1),
+        ([httpx.Response(200, json={"type": "speak", "text": "x", "barge_in": {"allow_after_ms": True}})], 1),
         ([httpx.ConnectError("refused"), httpx.ConnectError("refused")], 2),
     ],
 )

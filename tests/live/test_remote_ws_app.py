@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from websockets.asyncio.server import ServerConnection, serve
-
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
 from flowapp import BargeIn, BargeInNow, FlowApp, Speak
 from flowapp.protocol.events import SessionInfo, SessionStart
