@@ -3,8 +3,10 @@ document promises (status, content type, body schema), never a 5xx, and what it 
 
 from __future__ import annotations
 
+import base64
 import json
 
+import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -12,6 +14,7 @@ from schemathesis import Case, GenerationMode
 from websockets.sync.client import connect
 
 from flowapp import FlowApp
+from flowapp.audio.wav import encode_wav
 from flowapp.settings import ServerSettings
 from tests.conftest import StartServer
 from tests.transports.helpers import SESSION_ID, event
@@ -34,6 +37,21 @@ def make_app() -> FlowApp:
         return "Heard you."
 
     return app
+
+
+PLAYABLE = base64.b64encode(encode_wav(np.zeros(160, dtype=np.int16))).decode()
+
+
+def beyond_the_schema(body: object) -> None:
+    """Make a schema-valid body valid in what a JSON schema cannot say: a pushed action names only the call
+    it is pushed into, and `audio` holds a playable WAV (the 422s for both have their own tests)."""
+    for item in body if isinstance(body, list) else [body]:
+        if not isinstance(item, dict):
+            continue
+        if "session_id" in item:
+            item["session_id"] = SESSION_ID
+        if item.get("type") in ("audio", "mix_audio") and isinstance(item.get("audio"), str):
+            item["audio"] = PLAYABLE
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
@@ -59,6 +77,8 @@ def test_the_server_keeps_to_its_openapi_document(live_server: StartServer, mode
                 suppress_health_check=list(HealthCheck),
             )
             def answers_as_documented(case: Case) -> None:
+                if mode is GenerationMode.POSITIVE:
+                    beyond_the_schema(case.body)
                 case.call_and_validate(headers={"Authorization": f"Bearer {CONTROL_TOKEN}"}, timeout=10)
 
             answers_as_documented()
