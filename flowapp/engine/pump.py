@@ -16,8 +16,12 @@ from flowapp.logs import call_logger
 from flowapp.protocol.actions import Action
 from flowapp.protocol.events import NO_REPLY_EVENTS, Event
 from flowapp.responder import Responder
+from flowapp.workers import RENDER
 
 logger = logging.getLogger("flowapp.engine.pump")
+
+CLOSE_SECONDS = 5.0
+"""After the call ended, the events queued before `session_end` get this long to be answered."""
 
 
 class EventPump:
@@ -28,6 +32,7 @@ class EventPump:
         self.log = call_logger(logger, engine.session.id)
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self._current: Event | None = None
 
     # Simulation: synchronous with call time ------------------------------------------------------
 
@@ -48,21 +53,52 @@ class EventPump:
         for event in self.engine.take_events():
             self._queue.put_nowait(event)
 
-    async def close(self, timeout: float = 5.0) -> None:
-        """Let the worker answer what is queued (session_end included), then stop it."""
+    async def close(self, timeout: float = CLOSE_SECONDS) -> None:
+        """Answer what is queued within `timeout`, then `session_end` whatever happened to the rest.
+
+        `session_end` is promised exactly once. The events ahead of it may be stuck (a slow handler per
+        event, a long synthesis): once `timeout` has passed, the worker is cancelled, the events it had
+        not answered yet are dropped (and logged), and `session_end` is answered on its own.
+        """
         if self._worker is None:
             return
         self.kick()
         self._queue.put_nowait(None)
         try:
             await asyncio.wait_for(asyncio.shield(self._worker), timeout)
+            return
         except TimeoutError:
-            self.log.warning("event worker did not finish within %.1f s; cancelled", timeout)
-            self._worker.cancel()
+            pass
+        end = self._current if self._current is not None and self._current.type == "session_end" else None
+        if end is not None:
+            self.log.warning("session_end still being answered after %.1f s; waiting for it", timeout)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._worker), timeout)
+            except TimeoutError:
+                self.log.error("session_end not answered within another %.1f s; given up", timeout)
+                self._worker.cancel()
+            return
+        self._worker.cancel()
+        stale: list[str] = []
+        while not self._queue.empty():
+            event = self._queue.get_nowait()
+            if event is None:
+                continue
+            if event.type == "session_end" and end is None:
+                end = event
+            else:
+                stale.append(event.type)
+        self.log.warning(
+            "events still unanswered %.1f s after the call ended: dropped %s, then session_end",
+            timeout,
+            [self._current.type if self._current is not None else None, *stale],
+        )
+        if end is not None:
+            await self.responder.respond(end)
 
     async def push(self, actions: list[Action]) -> None:
         """Actions that arrive without an event (control API, app push): rendered off the loop, then applied."""
-        rendered = await asyncio.to_thread(self.renderer.render_all, actions)
+        rendered = await RENDER.run(self.renderer.render_all, actions)
         self.engine.apply(rendered)
 
     async def _run(self) -> None:
@@ -70,10 +106,12 @@ class EventPump:
             event = await self._queue.get()
             if event is None:
                 return
+            self._current = event
             try:
                 await self._answer(event, offload=True)
             except Exception:
                 self.log.exception("answering %s failed; the call goes on", event.type)
+            self._current = None
 
     async def _answer(self, event: Event, *, offload: bool) -> None:
         actions = await self.responder.respond(event)
@@ -82,8 +120,11 @@ class EventPump:
         if event.type in NO_REPLY_EVENTS:
             self.log.info("reply to %s ignored", event.type)
             return
+        if self.engine.ended:
+            self.log.info("reply to %s not rendered: the call is over", event.type)
+            return
         if offload:
-            rendered = await asyncio.to_thread(self.renderer.render_all, actions)
+            rendered = await RENDER.run(self.renderer.render_all, actions)
         else:
             rendered = self.renderer.render_all(actions)
         self.engine.apply(rendered)
