@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +20,7 @@ from flowapp.transports import control, events_ws, health, media, openapi, webho
 from flowapp.transports.control import DISABLED_DETAIL
 from flowapp.transports.direct import DirectWebSocketProtocol
 from flowapp.transports.remote import responder_for
+from flowapp.watchdog import LoopWatchdog
 
 logger = logging.getLogger("flowapp.server")
 
@@ -69,7 +72,16 @@ async def _lifespan(server: Starlette) -> AsyncIterator[None]:
     # Everything loaded so far (modules, the app, its models) lives as long as the server: left out of the
     # garbage collector's full passes, which otherwise stall every live call's audio for tens of ms.
     gc.freeze()
+    app: FlowApp = server.state.flowapp
+    watchdog = LoopWatchdog(
+        asyncio.get_running_loop(),
+        threading.get_ident(),
+        stall_seconds=settings.loop_stall_seconds,
+        names=app.handler_names,
+    )
+    watchdog.start()
     yield
+    watchdog.stop()
     close = getattr(server.state.responder, "aclose", None)
     if close is not None:
         await close()

@@ -51,6 +51,8 @@ class ServerSettings:
     """Key for the `x-sipgate-signature` flowapp puts on each event it posts to the remote app."""
     app_timeout_seconds: float = 1.0
     """Deadline for one remote-app answer; past it the call goes on with the fallback."""
+    loop_stall_seconds: float = 0.25
+    """The event loop not ticking for this long is logged, naming the handler that blocked it."""
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -113,6 +115,7 @@ class ServerSettings:
             app_api_token=text("FLOWAPP_APP_API_TOKEN"),
             app_webhook_secret=text("FLOWAPP_APP_WEBHOOK_SECRET"),
             app_timeout_seconds=seconds("FLOWAPP_APP_TIMEOUT", defaults.app_timeout_seconds),
+            loop_stall_seconds=seconds("FLOWAPP_LOOP_STALL_SECONDS", defaults.loop_stall_seconds),
             host=text("FLOWAPP_HOST") or defaults.host,
             port=number("FLOWAPP_PORT", defaults.port),
         )
