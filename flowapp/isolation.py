@@ -42,7 +42,13 @@ class HandlerLoop:
 
         def run() -> None:
             asyncio.set_event_loop(loop)
-            self._watchdog = LoopWatchdog(loop, threading.get_ident(), names=self.names, label="handler loop")
+            self._watchdog = LoopWatchdog(
+                loop,
+                threading.get_ident(),
+                names=self.names,
+                label="handler loop",
+                impact="the other handlers wait (the calls' audio goes on)",
+            )
             loop.call_soon(self._watchdog.start)
             loop.call_soon(ready.set)
             loop.run_forever()

@@ -36,12 +36,14 @@ class LoopWatchdog:
         stall_seconds: float = STALL_SECONDS,
         names: Names = dict,
         label: str = "event loop",
+        impact: str = "every call on it is stalled (audio, timers, events)",
     ) -> None:
         self.loop = loop
         self.loop_thread = loop_thread
         self.stall_seconds = stall_seconds
         self.names = names
         self.label = label
+        self.impact = impact
         self.stalls = 0
         self.interval = min(0.05, stall_seconds / 4)
         self._beat = time.monotonic()
@@ -76,10 +78,11 @@ class LoopWatchdog:
                 blocker = self.blocker()
                 self.stalls += 1
                 logger.warning(
-                    "%s blocked for %.2f s so far by %s: every call on it is stalled (audio, timers, events)",
+                    "%s blocked for %.2f s so far by %s: %s",
                     self.label,
                     late,
                     blocker,
+                    self.impact,
                     extra={"blocker": blocker},
                 )
             elif blocker is not None and beat > started:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from flowapp import BargeIn, FlowApp, Speak
-from flowapp.protocol.events import Event
+from flowapp.protocol.events import DtmfReceived, Event, SessionEnd
 from flowapp.settings import ServerSettings
 from tests.conftest import StartServer
 from tests.live.calls import CUSTOM, LONG_TEXT
@@ -105,8 +105,8 @@ async def test_handler_bounds_answer_with_the_fallback_at_once(
     answered: list[str] = []
 
     @app.on_dtmf
-    def key(event: Event) -> str:
-        answered.append(event.digit)  # type: ignore[attr-defined]
+    def key(event: DtmfReceived) -> str:
+        answered.append(event.digit)
         release.wait(10)
         return "late"
 
@@ -149,32 +149,38 @@ async def test_a_handler_raising_exit_does_not_stop_the_server(
     assert f"raised {raised.__name__}(from a handler)" in caplog.text
 
 
-async def test_session_end_reaches_the_app_once_behind_stuck_events(live_server: StartServer) -> None:
-    """Six DTMF events whose handler waits 2 s (past its 1 s deadline) are still queued at `stop`."""
+@pytest.mark.parametrize("stuck", ["slow-handlers", "huge-text"])
+async def test_session_end_reaches_the_app_once_behind_stuck_events(live_server: StartServer, stuck: str) -> None:
+    """At `stop`, six DTMF events whose handler waits 2 s (past its 1 s deadline) are still queued, or the
+    one reply is a text that takes many seconds to synthesize."""
     app = FlowApp()
-    ended: list[Event] = []
+    ended: list[SessionEnd] = []
 
     @app.on_dtmf
-    async def slow(event: Event) -> None:
+    async def key() -> str | None:
+        if stuck == "huge-text":
+            return LONG_TEXT * 100
         await asyncio.sleep(2)
+        return None
 
     @app.on_session_end
-    async def end(event: Event) -> None:
+    async def end(event: SessionEnd) -> None:
         ended.append(event)
 
     server = live_server(app, QUIET)
     async with Carrier.connect(server.ws_url, CUSTOM) as carrier:
         await asyncio.sleep(0.3)
-        for digit in "123456":
+        for digit in "123456" if stuck == "slow-handlers" else "1":
             await carrier.dtmf(digit)
             await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
         await carrier.stop()
         await carrier.closed(timeout=15)
     deadline = time.monotonic() + 15
     while not ended and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     await asyncio.sleep(1.0)
-    assert len(ended) == 1 and ended[0].reason == "stream_stopped"  # type: ignore[attr-defined]
+    assert len(ended) == 1 and ended[0].reason == "stream_stopped"
     assert len(app.store) == 0  # type: ignore[arg-type]
 
 
