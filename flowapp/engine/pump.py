@@ -79,22 +79,21 @@ class EventPump:
                 self._worker.cancel()
             return
         self._worker.cancel()
-        stale: list[str] = []
+        stale = [self._current.type] if self._current is not None else []
         while not self._queue.empty():
             event = self._queue.get_nowait()
-            if event is None:
-                continue
-            if event.type == "session_end" and end is None:
+            if event is not None and event.type == "session_end":
                 end = event
-            else:
+            elif event is not None:
                 stale.append(event.type)
         self.log.warning(
-            "events still unanswered %.1f s after the call ended: dropped %s, then session_end",
-            timeout,
-            [self._current.type if self._current is not None else None, *stale],
+            "events still unanswered %.1f s after the call ended: dropped %s, then session_end", timeout, stale
         )
         if end is not None:
-            await self.responder.respond(end)
+            try:
+                await self.responder.respond(end)
+            except Exception:
+                self.log.exception("answering session_end failed")
 
     async def push(self, actions: list[Action]) -> None:
         """Actions that arrive without an event (control API, app push): rendered off the loop, then applied."""
