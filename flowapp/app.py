@@ -70,7 +70,7 @@ class FlowApp:
         handler_timeout: float = 1.0,
         session_store: SessionStore | None = None,
         turn_handling: TurnHandling | dict[str, Any] | None = None,
-        max_concurrent_handlers: int = 64,
+        max_concurrent_handlers: int = 128,
         max_handlers_per_call: int = 4,
         handler_isolation: Isolation = "none",
     ) -> None:

@@ -28,7 +28,6 @@ class HandlerLoop:
         self.names = names
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
-        self._watchdog: LoopWatchdog | None = None
 
     def loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -42,14 +41,14 @@ class HandlerLoop:
 
         def run() -> None:
             asyncio.set_event_loop(loop)
-            self._watchdog = LoopWatchdog(
+            watchdog = LoopWatchdog(
                 loop,
                 threading.get_ident(),
                 names=self.names,
                 label="handler loop",
                 impact="the other handlers wait (the calls' audio goes on)",
             )
-            loop.call_soon(self._watchdog.start)
+            loop.call_soon(watchdog.start)
             loop.call_soon(ready.set)
             loop.run_forever()
 
@@ -72,11 +71,3 @@ class HandlerLoop:
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(session.push(*actions), home))
 
         return Session(session.info, session.state, push)
-
-    def close(self) -> None:
-        with self._lock:
-            loop, self._loop = self._loop, None
-        if self._watchdog is not None:
-            self._watchdog.stop()
-        if loop is not None:
-            loop.call_soon_threadsafe(loop.stop)

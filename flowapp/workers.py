@@ -48,12 +48,6 @@ class WorkerPool:
         call = functools.partial(context.run, fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self.executor, call)
 
-    def shutdown(self) -> None:
-        with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
-
 
 RENDER = WorkerPool("render", RENDER_THREADS)
 SETUP = WorkerPool("setup", SETUP_THREADS)
