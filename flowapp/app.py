@@ -6,14 +6,17 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from types import CodeType
+from typing import Any, Literal, TypeVar
 
 from flowapp.engine.interruption import InterruptionHook
 from flowapp.engine.turns import TurnHandling
+from flowapp.isolation import HandlerLoop
 from flowapp.logs import call_logger
-from flowapp.protocol.actions import Action, Audio, BargeIn, Speak, foreign
+from flowapp.protocol.actions import ACTION_TYPES, Action, Audio, BargeIn, Speak, foreign
 from flowapp.protocol.events import NO_REPLY_EVENTS, Event, SessionInfo
 from flowapp.session import InMemorySessionStore, Session, SessionRegistry, SessionStore
+from flowapp.workers import WorkerPool
 
 logger = logging.getLogger("flowapp.app")
 
@@ -21,17 +24,39 @@ ActionLike = Action | str
 HandlerResult = ActionLike | Sequence[ActionLike] | None
 Handler = Callable[..., HandlerResult | Awaitable[HandlerResult]]
 H = TypeVar("H", bound=Handler)
+Isolation = Literal["none", "thread"]
 
 
-def to_actions(result: HandlerResult) -> list[Action]:
-    """What a handler may return: an action, a list of them, a plain string (spoken), or None."""
+class InvalidHandlerResult(TypeError):
+    """A handler returned something that is not an action, a list of actions, a string or None."""
+
+
+class HandlerExit(Exception):
+    """A handler raised `SystemExit` or `KeyboardInterrupt`: an error of that handler, not a server shutdown."""
+
+
+_ACTION_CLASSES = tuple(ACTION_TYPES.values())
+
+
+def to_actions(result: HandlerResult, source: str = "the handler") -> list[Action]:
+    """What a handler may return: an action, a list of them, a plain string (spoken), or None.
+
+    Anything else raises `InvalidHandlerResult` naming `source` and the type, not an error deep in dispatch.
+    """
     if result is None:
         return []
     if isinstance(result, str):
         return [Speak(text=result)]
-    if isinstance(result, Sequence):
-        return [a for item in result for a in to_actions(item)]
-    return [result]
+    if isinstance(result, _ACTION_CLASSES):
+        return [result]
+    if isinstance(result, Sequence) and not isinstance(result, bytes | bytearray | memoryview):
+        return [a for item in result for a in to_actions(item, source)]
+    shown = repr(result)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    raise InvalidHandlerResult(
+        f"{source} returned {type(result).__name__} ({shown}); "
+        "return an action, a list of actions, a string to speak, or None"
+    )
 
 
 class FlowApp:
@@ -45,12 +70,38 @@ class FlowApp:
         handler_timeout: float = 1.0,
         session_store: SessionStore | None = None,
         turn_handling: TurnHandling | dict[str, Any] | None = None,
+        max_concurrent_handlers: int = 128,
+        max_handlers_per_call: int = 4,
+        handler_isolation: Isolation = "none",
     ) -> None:
         """`turn_handling`: app-wide interruption, endpointing and turn-limit options (see flowapp.engine.turns);
-        a call can change its own with a `configure_turn_handling` action."""
+        a call can change its own with a `configure_turn_handling` action.
+
+        `max_concurrent_handlers` / `max_handlers_per_call`: handlers running at once (late ones included,
+        `session_end` exempt); an event beyond either bound gets the fallback at once. Sync handlers run on
+        a pool of `max_concurrent_handlers` threads of their own, so they never take the threads of call
+        set-up or speech synthesis. `handler_isolation="thread"` runs the handlers on their own thread and
+        event loop, so a handler that blocks cannot stop the calls' audio (see flowapp.isolation).
+        """
+        if max_concurrent_handlers < 1 or max_handlers_per_call < 1:
+            raise ValueError(
+                "max_concurrent_handlers and max_handlers_per_call must be at least 1, got "
+                f"{max_concurrent_handlers} and {max_handlers_per_call}"
+            )
+        if handler_isolation not in ("none", "thread"):
+            raise ValueError(f"handler_isolation must be 'none' or 'thread', got {handler_isolation!r}")
         self.default_barge_in = default_barge_in or BargeIn.min_characters(3)
+        to_actions(fallback, "the fallback")
         self.fallback = fallback
         self.handler_timeout = handler_timeout
+        self.max_concurrent_handlers = max_concurrent_handlers
+        self.max_handlers_per_call = max_handlers_per_call
+        self.handler_isolation = handler_isolation
+        self._handler_pool = WorkerPool("handler", max_concurrent_handlers)
+        self._isolation = HandlerLoop(self.handler_names) if handler_isolation == "thread" else None
+        self._running: dict[str, int] = {}
+        self._running_total = 0
+        self._handler_codes: dict[CodeType, str] = {}
         self.store: SessionStore = session_store if session_store is not None else InMemorySessionStore()
         if not isinstance(turn_handling, TurnHandling):
             turn_handling = TurnHandling.model_validate(turn_handling or {})
@@ -65,6 +116,7 @@ class FlowApp:
     def on(self, event_type: str) -> Callable[[H], H]:
         def register(fn: H) -> H:
             self._handlers[event_type] = fn
+            self._name_code(fn, _describe(fn, event_type))
             return fn
 
         return register
@@ -111,10 +163,20 @@ class FlowApp:
         It runs inside the audio loop, once per 20 ms frame while playback is paused: keep it fast and pure.
         """
         self.interruption_hook = fn
+        self._name_code(fn, f"the interruption judge {_qualified(fn)}")
         return fn
 
     def handles(self, event_type: str) -> bool:
         return event_type in self._handlers
+
+    def handler_names(self) -> dict[CodeType, str]:
+        """The code of each registered handler, with its name: how the loop watchdog names a blocker."""
+        return dict(self._handler_codes)
+
+    def _name_code(self, fn: Callable[..., Any], name: str) -> None:
+        code = _code_of(fn)
+        if code is not None:
+            self._handler_codes[code] = name
 
     # Dispatch -----------------------------------------------------------------------------------
 
@@ -168,34 +230,84 @@ class FlowApp:
     async def _run(
         self, handler: Handler, event: Event, session: Session, log: logging.LoggerAdapter[Any]
     ) -> list[Action]:
-        task = asyncio.ensure_future(_invoke(handler, event, session))
+        source = _describe(handler, event.type)
+        if not self._admit(session.id, event.type, log):
+            return to_actions(self.fallback)
+        task: asyncio.Future[HandlerResult]
+        if self._isolation is not None:
+            task = self._isolation.submit(_invoke(handler, event, self._isolation.bridge(session), self._handler_pool))
+        else:
+            task = asyncio.ensure_future(_invoke(handler, event, session, self._handler_pool))
+        self._hold(session.id, task)
         done, _ = await asyncio.wait({task}, timeout=self.handler_timeout)
         if not done:
-            log.warning("handler exceeded its %.2f s deadline; answered with the fallback", self.handler_timeout)
+            log.warning("%s exceeded its %.2f s deadline; answered with the fallback", source, self.handler_timeout)
             self._late_tasks.add(task)
-            task.add_done_callback(lambda t: self._on_late_result(t, event, session, log))
+            task.add_done_callback(lambda t: self._on_late_result(t, event, session, source, log))
             return to_actions(self.fallback)
         try:
-            return to_actions(task.result())
+            return to_actions(task.result(), source)
+        except InvalidHandlerResult as exc:
+            log.error("%s; answered with the fallback", exc)
         except Exception:
-            log.exception("handler raised; answered with the fallback")
-            return to_actions(self.fallback)
+            log.exception("%s raised; answered with the fallback", source)
+        return to_actions(self.fallback)
+
+    def _admit(self, session_id: str, event_type: str, log: logging.LoggerAdapter[Any]) -> bool:
+        """Within the handler bounds? `session_end` always is: the app hears of every call's end."""
+        if event_type == "session_end":
+            return True
+        running = self._running.get(session_id, 0)
+        if running >= self.max_handlers_per_call:
+            log.warning(
+                "%d handlers of this call still running (max_handlers_per_call); %s answered with the fallback",
+                running,
+                event_type,
+            )
+            return False
+        if self._running_total >= self.max_concurrent_handlers:
+            log.warning(
+                "%d handlers still running (max_concurrent_handlers); %s answered with the fallback",
+                self._running_total,
+                event_type,
+            )
+            return False
+        return True
+
+    def _hold(self, session_id: str, task: asyncio.Future[Any]) -> None:
+        self._running[session_id] = self._running.get(session_id, 0) + 1
+        self._running_total += 1
+
+        def release(_: asyncio.Future[Any]) -> None:
+            self._running_total -= 1
+            left = self._running[session_id] - 1
+            if left:
+                self._running[session_id] = left
+            else:
+                del self._running[session_id]
+
+        task.add_done_callback(release)
 
     def _on_late_result(
-        self, task: asyncio.Future[Any], event: Event, session: Session, log: logging.LoggerAdapter[Any]
+        self,
+        task: asyncio.Future[Any],
+        event: Event,
+        session: Session,
+        source: str,
+        log: logging.LoggerAdapter[Any],
     ) -> None:
         """A late answer is still the app's answer: push it where the call has a live channel, else log it."""
         self._late_tasks.discard(task)
         if task.cancelled():
-            log.warning("late handler was cancelled")
+            log.warning("late %s was cancelled", source)
             return
         if task.exception() is not None:
-            log.error("late handler raised: %r", task.exception())
+            log.error("late %s raised: %r", source, task.exception())
             return
         try:
-            actions = self.finish(_own_actions(to_actions(task.result()), session.id, log), session.id)
+            actions = self.finish(_own_actions(to_actions(task.result(), source), session.id, log), session.id)
         except Exception as exc:
-            log.error("late handler returned an invalid result: %r", exc)
+            log.error("late handler result refused: %s", exc)
             return
         call = self.calls.get(session.id)
         if actions and call is not None and event.type not in NO_REPLY_EVENTS:
@@ -222,6 +334,24 @@ def _own_actions(actions: list[Action], session_id: str, log: logging.LoggerAdap
     return [a for a in actions if a.session_id in (None, session_id)] if strays else actions
 
 
+def _qualified(fn: Callable[..., Any]) -> str:
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{name}" if module else name
+
+
+def _describe(handler: Handler, event_type: str) -> str:
+    return f"the {event_type} handler {_qualified(handler)}"
+
+
+def _code_of(fn: Callable[..., Any]) -> CodeType | None:
+    fn = inspect.unwrap(fn)
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        code = getattr(inspect.getattr_static(type(fn), "__call__", None), "__code__", None)
+    return code if isinstance(code, CodeType) else None
+
+
 def _arity(handler: Handler) -> int:
     try:
         params = inspect.signature(handler).parameters.values()
@@ -233,12 +363,17 @@ def _arity(handler: Handler) -> int:
     return min(len(positional), 2)
 
 
-async def _invoke(handler: Handler, event: Event, session: Session) -> HandlerResult:
+async def _invoke(handler: Handler, event: Event, session: Session, pool: WorkerPool) -> HandlerResult:
+    """Sync handlers run on the app's own threads. `SystemExit` and `KeyboardInterrupt` from a handler are
+    its errors like any other: let through, they would stop the event loop and the server with it."""
     args: tuple[Any, ...] = (event, session)[: _arity(handler)]
-    if inspect.iscoroutinefunction(handler):
-        result = await handler(*args)
-    else:
-        result = await asyncio.to_thread(handler, *args)
-        if inspect.isawaitable(result):
-            result = await result
+    try:
+        if inspect.iscoroutinefunction(handler):
+            result = await handler(*args)
+        else:
+            result = await pool.run(handler, *args)
+            if inspect.isawaitable(result):
+                result = await result
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise HandlerExit(f"the handler raised {type(exc).__name__}({exc})") from exc
     return result  # type: ignore[no-any-return]

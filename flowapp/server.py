@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -31,6 +32,7 @@ from flowapp.transports.direct import DirectWebSocketProtocol
 from flowapp.transports.errors import error_response
 from flowapp.transports.origin import BrowserGuard
 from flowapp.transports.remote import responder_for
+from flowapp.watchdog import LoopWatchdog
 
 logger = logging.getLogger("flowapp.server")
 
@@ -103,7 +105,16 @@ async def _lifespan(server: Starlette) -> AsyncIterator[None]:
     # Everything loaded so far (modules, the app, its models) lives as long as the server: left out of the
     # garbage collector's full passes, which otherwise stall every live call's audio for tens of ms.
     gc.freeze()
+    app: FlowApp = server.state.flowapp
+    watchdog = LoopWatchdog(
+        asyncio.get_running_loop(),
+        threading.get_ident(),
+        stall_seconds=settings.loop_stall_seconds,
+        names=app.handler_names,
+    )
+    watchdog.start()
     yield
+    watchdog.stop()
     if journal is not None and recovery is not None:
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(recovery, RECOVERY_GRACE_SECONDS)

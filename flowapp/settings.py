@@ -125,6 +125,8 @@ class ServerSettings(BaseSettings):
         default=1.0, validation_alias=AliasChoices("app_timeout_seconds", ENV_PREFIX + "APP_TIMEOUT")
     )
     """Deadline for one remote-app answer; past it the call goes on with the fallback."""
+    loop_stall_seconds: Seconds = 0.25
+    """The event loop not ticking for this long is logged, naming the handler that blocked it."""
     header_timeout_seconds: Seconds = Field(
         default=10.0, validation_alias=AliasChoices("header_timeout_seconds", ENV_PREFIX + "HEADER_TIMEOUT")
     )

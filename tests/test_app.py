@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from flowapp import BargeIn, FlowApp, Hangup, Session, Speak
-from flowapp.app import ForeignSessionAction
+from flowapp import BargeIn, FlowApp, Hangup, Session, Speak, to_actions
+from flowapp.app import ForeignSessionAction, InvalidHandlerResult
 from flowapp.protocol import Action, parse_event
 from flowapp.protocol.events import Event, SessionInfo, UserSpeak
 
@@ -171,7 +171,7 @@ async def test_raising_handler_gives_the_fallback(caplog: pytest.LogCaptureFixtu
     actions = await configured.respond(event("dtmf_received", digit="1"))
     assert speak_texts(actions) == ["Sorry.", "hangup"]
     assert all(a.session_id == "s-1" for a in actions)
-    assert "handler raised" in caplog.text
+    assert "dtmf_received handler tests.test_app." in caplog.text and "<locals>.broken raised" in caplog.text
 
 
 async def test_slow_handler_gives_the_fallback_and_the_late_result_is_logged(
@@ -241,3 +241,88 @@ async def test_reply_to_user_speech_started_is_ignored(caplog: pytest.LogCapture
         assert await app.respond(event("user_speech_started")) == []
     assert ran == [True]
     assert "ignored" in caplog.text
+
+
+async def test_a_result_of_the_wrong_type_is_named_with_its_handler(caplog: pytest.LogCaptureFixture) -> None:
+    app = FlowApp(fallback="Sorry.")
+
+    @app.on_dtmf
+    def count_keys() -> int:
+        return 42
+
+    @app.on_user_speak
+    async def mixed() -> list[object]:
+        return [Speak(text="fine"), {"type": "speak"}]
+
+    assert speak_texts(await app.respond(event("dtmf_received", digit="1"))) == ["Sorry."]
+    assert speak_texts(await app.respond(event("user_speak", text="hi"))) == ["Sorry."]
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any(
+        "dtmf_received handler tests.test_app." in m and "count_keys returned int (42)" in m for m in messages
+    ), messages
+    assert any("user_speak handler" in m and "mixed returned dict" in m for m in messages), messages
+    assert "AttributeError" not in caplog.text and "Traceback" not in caplog.text
+
+
+def test_an_invalid_fallback_is_refused_where_the_app_is_built() -> None:
+    with pytest.raises(InvalidHandlerResult, match="the fallback returned float"):
+        FlowApp(fallback=1.5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidHandlerResult, match="returned bytes"):
+        to_actions(b"speak")  # type: ignore[arg-type]
+
+
+async def test_past_max_concurrent_handlers_events_get_the_fallback_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    app = FlowApp(fallback="Busy.", handler_timeout=5.0, max_concurrent_handlers=2)
+    release = asyncio.Event()
+
+    @app.on_user_speak
+    async def waits() -> str:
+        await release.wait()
+        return "done"
+
+    @app.on_session_end
+    async def ended() -> None:
+        return None
+
+    running = [asyncio.create_task(app.respond(event("user_speak", f"s-{n}", text="x"))) for n in range(2)]
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    assert speak_texts(await app.respond(event("user_speak", "s-3", text="x"))) == ["Busy."]
+    assert time.monotonic() - started < 1.0
+    assert await app.respond(event("session_end", "s-3", reason="hangup")) == []
+    assert "2 handlers still running (max_concurrent_handlers); user_speak answered with the fallback" in caplog.text
+    release.set()
+    assert [speak_texts(await task) for task in running] == [["done"], ["done"]]
+    assert speak_texts(await app.respond(event("user_speak", "s-3", text="x"))) == ["done"]
+
+
+def test_handler_bounds_and_isolation_are_checked() -> None:
+    with pytest.raises(ValueError, match="max_concurrent_handlers and max_handlers_per_call must be at least 1"):
+        FlowApp(max_handlers_per_call=0)
+    with pytest.raises(ValueError, match="handler_isolation must be 'none' or 'thread'"):
+        FlowApp(handler_isolation="process")  # type: ignore[arg-type]
+
+
+async def test_isolated_handlers_run_on_their_own_loop_and_can_push() -> None:
+    app = FlowApp(handler_isolation="thread", handler_timeout=0.5)
+    call = RecordingCall("s-1")
+    app.calls.add(call)
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    @app.on_user_speak
+    async def on_speak(e: UserSpeak, session: Session) -> str:
+        loops.append(asyncio.get_running_loop())
+        await session.push(Speak(text="pushed"))
+        session["seen"] = e.text
+        return "reply"
+
+    @app.on_dtmf
+    async def stuck() -> str:
+        await asyncio.sleep(2)
+        return "late"
+
+    assert speak_texts(await app.respond(event("user_speak", text="hi"))) == ["reply"]
+    assert loops and loops[0] is not asyncio.get_running_loop()
+    assert speak_texts(call.pushed) == ["pushed"]
+    assert app.store.load("s-1") == {"seen": "hi"}
+    assert await app.respond(event("dtmf_received", digit="1")) == []

@@ -16,8 +16,12 @@ from flowapp.logs import call_logger
 from flowapp.protocol.actions import Action
 from flowapp.protocol.events import CALLER_TURN_EVENTS, NO_REPLY_EVENTS, Event
 from flowapp.responder import Responder
+from flowapp.workers import RENDER
 
 logger = logging.getLogger("flowapp.engine.pump")
+
+CLOSE_SECONDS = 5.0
+"""After the call ended, the events queued before `session_end` get this long to be answered."""
 
 
 class EventPump:
@@ -30,6 +34,7 @@ class EventPump:
         self._turns = 0
         """Caller turns seen so far: each event is answered as part of the newest one (see `CallEngine.apply`)."""
         self._worker: asyncio.Task[None] | None = None
+        self._current: Event | None = None
 
     # Simulation: synchronous with call time ------------------------------------------------------
 
@@ -50,21 +55,54 @@ class EventPump:
         for event in self.engine.take_events():
             self._queue.put_nowait((event, self._turn_of(event)))
 
-    async def close(self, timeout: float = 5.0) -> None:
-        """Let the worker answer what is queued (session_end included), then stop it."""
+    async def close(self, timeout: float = CLOSE_SECONDS) -> None:
+        """Answer what is queued within `timeout`, then `session_end` whatever happened to the rest.
+
+        `session_end` is promised exactly once. The events ahead of it may be stuck (a slow handler per
+        event, a long synthesis): once `timeout` has passed, the worker is cancelled, the events it had
+        not answered yet are dropped (and logged), and `session_end` is answered on its own.
+        """
         if self._worker is None:
             return
         self.kick()
         self._queue.put_nowait(None)
         try:
             await asyncio.wait_for(asyncio.shield(self._worker), timeout)
+            return
         except TimeoutError:
-            self.log.warning("event worker did not finish within %.1f s; cancelled", timeout)
-            self._worker.cancel()
+            pass
+        end = self._current if self._current is not None and self._current.type == "session_end" else None
+        if end is not None:
+            self.log.warning("session_end still being answered after %.1f s; waiting for it", timeout)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._worker), timeout)
+            except TimeoutError:
+                self.log.error("session_end not answered within another %.1f s; given up", timeout)
+                self._worker.cancel()
+            return
+        self._worker.cancel()
+        stale = [self._current.type] if self._current is not None else []
+        while not self._queue.empty():
+            queued = self._queue.get_nowait()
+            if queued is None:
+                continue
+            event = queued[0]
+            if event.type == "session_end":
+                end = event
+            else:
+                stale.append(event.type)
+        self.log.warning(
+            "events still unanswered %.1f s after the call ended: dropped %s, then session_end", timeout, stale
+        )
+        if end is not None:
+            try:
+                await self.responder.respond(end)
+            except Exception:
+                self.log.exception("answering session_end failed")
 
     async def push(self, actions: list[Action]) -> None:
         """Actions that arrive without an event (control API, app push): rendered off the loop, then applied."""
-        rendered = await asyncio.to_thread(self.renderer.render_all, actions)
+        rendered = await RENDER.run(self.renderer.render_all, actions)
         self.engine.apply(rendered)
 
     async def _run(self) -> None:
@@ -73,10 +111,12 @@ class EventPump:
             if queued is None:
                 return
             event, turn = queued
+            self._current = event
             try:
                 await self._answer(event, turn, offload=True)
             except Exception:
                 self.log.exception("answering %s failed; the call goes on", event.type)
+            self._current = None
 
     def _turn_of(self, event: Event) -> int:
         if event.type in CALLER_TURN_EVENTS:
@@ -90,8 +130,11 @@ class EventPump:
         if event.type in NO_REPLY_EVENTS:
             self.log.info("reply to %s ignored", event.type)
             return
+        if self.engine.ended:
+            self.log.info("reply to %s not rendered: the call is over", event.type)
+            return
         if offload:
-            rendered = await asyncio.to_thread(self.renderer.render_all, actions)
+            rendered = await RENDER.run(self.renderer.render_all, actions)
         else:
             rendered = self.renderer.render_all(actions)
         self.engine.apply(rendered, turn=turn)

@@ -47,6 +47,7 @@ from flowapp.stt import make_recognizer
 from flowapp.transports.context import flow_app, server_settings
 from flowapp.transports.direct import DirectChannel, open_direct
 from flowapp.transports.events_ws import MESSAGE_TOO_BIG, POLICY_VIOLATION, websocket_authorized
+from flowapp.workers import SETUP
 
 logger = logging.getLogger("flowapp.media")
 
@@ -502,11 +503,12 @@ class MediaConnection:
         return True
 
     async def _launch(self) -> None:
-        """Build the call off the event loop (a neural VAD loads its model), then start it on the loop."""
+        """Build the call off the event loop (a neural VAD loads its model), on the set-up threads that nothing
+        else uses (a new call never waits behind handlers or synthesis), then start it on the loop."""
         assert self._starting is not None
         info, stream_sid, call_sid = self._starting
         self.log = call_logger(logger, info.id, transport="media", stream_sid=stream_sid)
-        driver = await asyncio.to_thread(
+        driver = await SETUP.run(
             LiveDriver,
             info,
             self.responder,
@@ -588,11 +590,11 @@ async def prepare(settings: ServerSettings) -> None:
     recognizer's model is loaded (and its weights checked) before the first caller speaks."""
     if engine_config(settings, None).detector in ("cascade", "silero"):
         try:
-            await asyncio.to_thread(SILERO_POOL.prefill, SILERO_PREFILL)
+            await SETUP.run(SILERO_POOL.prefill, SILERO_PREFILL)
         except ImportError as exc:
             logger.error("%s; media calls will fail until it is installed", exc)
     if settings.recognizer is not None:
-        await asyncio.to_thread(make_recognizer, settings.recognizer, live=True, workers=settings.recognizer_workers)
+        await SETUP.run(make_recognizer, settings.recognizer, live=True, workers=settings.recognizer_workers)
         logger.info("media calls are transcribed by the %s recognizer", settings.recognizer)
 
 
