@@ -135,7 +135,7 @@ async def test_huge_speak_and_1_hz_wav_are_refused_with_bounded_memory(tmp_path:
         process.wait(timeout=10)
         log.close()
     output = (tmp_path / "server.log").read_text()
-    assert "handler raised; answered with the fallback" in output
+    assert "the session_start handler boundapp.greet raised; answered with the fallback" in output
     assert "cannot render audio" in output and "1 Hz" in output
     print(f"server peak RSS {before / 2**20:.0f} MB -> {after / 2**20:.0f} MB")
     assert after - before < RSS_BOUND, f"peak RSS grew {(after - before) / 2**20:.0f} MB"
