@@ -16,6 +16,9 @@ MAX_REPLY_SECONDS = 2 * MAX_ITEM_SECONDS
 """Longest audio one reply (or one push) may render to, all its items together: without it, a reply of
 many maximal items would hold gigabytes until it is played."""
 
+MAX_QUEUED_SECONDS = 2 * MAX_REPLY_SECONDS
+"""Audio one call may hold waiting to play: each push within its bounds, many pushes would still add up."""
+
 MIN_WAV_RATE = 4_000
 MAX_WAV_RATE = 384_000
 """Sample rates a WAV may declare; outside them it is not telephone audio but a way to inflate the output."""

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from flowapp.audio.frames import FRAME_MS, FRAME_SAMPLES
+from flowapp.audio.limits import MAX_QUEUED_SECONDS
 from flowapp.audio.mixer import LoopingSource, mix
 from flowapp.audio.vad import SpeechDetector, VadConfig, VadEvent, make_detector
 from flowapp.engine.bargein import CallerActivity, Trigger, automatic_trigger, key_press_interrupts
@@ -284,6 +285,13 @@ class CallEngine:
         self.ended = True
         self.end_reason = reason
         self._emit(ev.SessionEnd(session=self.session, reason=reason))
+
+    @property
+    def queued_ms(self) -> int:
+        """Audio still to play: the rest of the current item and everything queued."""
+        current = self.current
+        rest = current.duration_ms - current.played_ms if current is not None else 0
+        return rest + self.queue.audio_ms
 
     @property
     def playing(self) -> bool:
@@ -753,6 +761,12 @@ class CallEngine:
                 self.end_of_turn_silence_ms = action.vad.end_of_turn_silence_ms
             if rendered.pcm is None:
                 self.log.error("%s skipped: %s", action.type, rendered.problem or "no audio")
+                return
+            if self.queued_ms + len(rendered.pcm) // 8 > MAX_QUEUED_SECONDS * 1000:
+                self.log.error(
+                    "%s skipped: the call already holds %d s of audio to play", action.type, MAX_QUEUED_SECONDS
+                )
+                self._record({"event": "items_dropped", "reason": "queue_full", "items": 1})
                 return
             self.queue.append(
                 PlaybackItem(

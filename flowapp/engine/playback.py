@@ -64,6 +64,10 @@ class PlaybackItem:
         return " ".join(words)
 
 
+class QueueFull(RuntimeError):
+    """The call already holds as much audio waiting to play as it may (`MAX_QUEUED_SECONDS`)."""
+
+
 @dataclass
 class ControlItem:
     """A `hangup` or `transfer`: it waits for the audio queued before it, then takes effect."""
@@ -104,6 +108,10 @@ class PlaybackQueue:
     def clear(self) -> list[QueueItem]:
         dropped, self.items = list(self.items), deque()
         return dropped
+
+    @property
+    def audio_ms(self) -> int:
+        return sum(item.duration_ms - item.played_ms for item in self.items if isinstance(item, PlaybackItem))
 
     def __iter__(self) -> Iterator[QueueItem]:
         return iter(self.items)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from flowapp.audio.limits import MAX_QUEUED_SECONDS
 from flowapp.engine.call import CallEngine
+from flowapp.engine.playback import QueueFull
 from flowapp.engine.render import Renderer
 from flowapp.logs import call_logger
-from flowapp.protocol.actions import Action
+from flowapp.protocol.actions import Action, Audio, Speak
 from flowapp.protocol.events import CALLER_TURN_EVENTS, NO_REPLY_EVENTS, Event
 from flowapp.responder import Responder
 from flowapp.workers import RENDER
@@ -101,8 +103,19 @@ class EventPump:
                 self.log.exception("answering session_end failed")
 
     async def push(self, actions: list[Action]) -> None:
-        """Actions that arrive without an event (control API, app push): rendered off the loop, then applied."""
+        """Actions that arrive without an event (control API, app push): rendered off the loop, then applied.
+
+        Raises `QueueFull`, and applies none of them, when their audio would take the call past
+        `MAX_QUEUED_SECONDS` of audio waiting to play."""
+        limit_ms = MAX_QUEUED_SECONDS * 1000
+        if any(isinstance(a, Speak | Audio) for a in actions) and self.engine.queued_ms >= limit_ms:
+            raise QueueFull(f"the call already holds {MAX_QUEUED_SECONDS} s of audio to play; try again later")
         rendered = await RENDER.run(self.renderer.render_all, actions)
+        adding_ms = sum(len(r.pcm) // 8 for r in rendered if r.pcm is not None and isinstance(r.action, Speak | Audio))
+        if adding_ms and self.engine.queued_ms + adding_ms > limit_ms:
+            raise QueueFull(
+                f"{adding_ms / 1000:.0f} s more audio would take the call past {MAX_QUEUED_SECONDS} s waiting to play"
+            )
         self.engine.apply(rendered)
 
     async def _run(self) -> None:

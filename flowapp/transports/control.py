@@ -16,6 +16,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flowapp.audio.errors import AudioFormatError
+from flowapp.engine.playback import QueueFull
 from flowapp.engine.render import check_renderable
 from flowapp.protocol.actions import Action, foreign, parse_action
 from flowapp.session import LiveCall, NotConnected
@@ -128,6 +129,8 @@ async def push_actions(request: Request) -> Response:
         await call.push(app.finish(actions, call.info.id))
     except NotConnected as exc:
         return error_response(409, "session_not_connected", str(exc))
+    except QueueFull as exc:
+        return error_response(429, "queue_full", str(exc))
     return JSONResponse({"accepted": len(actions)}, status_code=202)
 
 

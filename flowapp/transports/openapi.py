@@ -204,6 +204,7 @@ def openapi_document() -> dict[str, Any]:
                         "413": _error("the body exceeds the size limit"),
                         "403": _error("a browser's request from an origin that is not allowed"),
                         "422": _error("not valid actions, or one names another session; detail lists the fields"),
+                        "429": _error("the call already holds as much audio to play as it may"),
                         **_CONTROL_ERRORS,
                     },
                 }

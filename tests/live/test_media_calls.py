@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from flowapp import BargeIn, Hangup, Speak
+from flowapp.engine import call, pump
 from flowapp.settings import ServerSettings
 from tests.conftest import StartServer
 from tests.live.calls import BOTH_MEDIA_PATHS, CUSTOM, LONG_TEXT, RecordingApp, caller_speech, wait_until
@@ -210,3 +211,24 @@ async def test_the_callers_words_reach_the_app_by_the_local_recognizer(live_serv
     said = rec.of("user_speak")
     assert [normalize(e.text) for e in said] == [normalize("Please enter the conference PIN number.")]
     assert said[0].barged_in is None
+
+
+async def test_pushes_beyond_the_calls_queued_audio_bound_get_429(
+    live_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pump, "MAX_QUEUED_SECONDS", 25)  # LONG_TEXT speaks for about 10 s
+    monkeypatch.setattr(call, "MAX_QUEUED_SECONDS", 25)
+    rec = RecordingApp({"session_start": greeting(BargeIn.none(), "Hello.")})
+    server = live_server(rec.app, CONTROL)
+    async with Carrier.connect(server.ws_url, CUSTOM) as carrier, httpx.AsyncClient(base_url=server.base_url) as http:
+        streaming = asyncio.create_task(carrier.silence(8))
+        await carrier.wait_for("media", count=5)
+        session_id = (await http.get("/v1/sessions")).json()["sessions"][0]["session_id"]
+        url = f"/v1/sessions/{session_id}/actions"
+        answers = [await http.post(url, json={"type": "speak", "text": LONG_TEXT}) for _ in range(3)]
+        short = await http.post(url, json={"type": "speak", "text": "Still here."})
+        await carrier.stop()
+        streaming.cancel()
+    assert [a.status_code for a in answers] == [202, 202, 429]
+    assert answers[2].json()["error"] == "queue_full" and "25 s" in answers[2].json()["detail"]
+    assert short.status_code == 202  # what fits is still accepted
