@@ -13,6 +13,7 @@ from flowapp import BargeIn, FlowApp, Hangup, Session, Speak, to_actions
 from flowapp.app import ForeignSessionAction, InvalidHandlerResult
 from flowapp.protocol import Action, parse_event
 from flowapp.protocol.events import Event, SessionInfo, UserSpeak
+from tests.live.calls import PushedCall
 
 
 def event(event_type: str, session_id: str = "s-1", **fields: Any) -> Event:
@@ -126,7 +127,7 @@ async def test_reply_actions_naming_another_call_are_dropped(caplog: pytest.LogC
 
 async def test_session_push_of_an_action_naming_another_call_raises() -> None:
     app = FlowApp()
-    call = RecordingCall("call-B")
+    call = PushedCall(SessionInfo(id="call-B"))
     app.calls.add(call)
     session = app.session(SessionInfo(id="call-B"))
     with pytest.raises(ForeignSessionAction, match="names session 'call-A' but was sent into 'call-B'"):
@@ -193,26 +194,9 @@ async def test_slow_handler_gives_the_fallback_and_the_late_result_is_logged(
     assert "not delivered" in caplog.text
 
 
-class RecordingCall:
-    transport = "test"
-
-    def __init__(self, session_id: str) -> None:
-        self.info = SessionInfo(id=session_id)
-        self.pushed: list[Action] = []
-
-    async def barge_in(self) -> bool:
-        return True
-
-    async def push(self, actions: list[Action]) -> None:
-        self.pushed.extend(actions)
-
-    def describe(self) -> dict[str, Any]:
-        return {"session_id": self.info.id}
-
-
 async def test_late_result_and_session_push_go_into_a_live_call() -> None:
     app = FlowApp(handler_timeout=0.1)
-    call = RecordingCall("s-1")
+    call = PushedCall(SessionInfo(id="s-1"))
     app.calls.add(call)
 
     @app.on_user_speak
@@ -305,7 +289,7 @@ def test_handler_bounds_and_isolation_are_checked() -> None:
 
 async def test_isolated_handlers_run_on_their_own_loop_and_can_push() -> None:
     app = FlowApp(handler_isolation="thread", handler_timeout=0.5)
-    call = RecordingCall("s-1")
+    call = PushedCall(SessionInfo(id="s-1"))
     app.calls.add(call)
     loops: list[asyncio.AbstractEventLoop] = []
 

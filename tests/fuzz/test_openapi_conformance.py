@@ -13,30 +13,15 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import Case, GenerationMode
 from websockets.sync.client import connect
 
-from flowapp import FlowApp
 from flowapp.audio.wav import encode_wav
 from flowapp.settings import ServerSettings
 from tests.conftest import StartServer
-from tests.transports.helpers import SESSION_ID, event
+from tests.transports.helpers import SESSION_ID, event, greeting_app
 
 CONTROL_TOKEN = "ctl-token"
 EXAMPLES = 25
 """Per operation and generation mode: enough to find a disagreement, few enough for the regular suite. The
 examples are derandomized, so the suite is repeatable; raise this locally to search further."""
-
-
-def make_app() -> FlowApp:
-    app = FlowApp()
-
-    @app.on_session_start
-    def greet() -> str:
-        return "Welcome!"
-
-    @app.on_user_speak
-    def echo() -> str:
-        return "Heard you."
-
-    return app
 
 
 PLAYABLE = base64.b64encode(encode_wav(np.zeros(160, dtype=np.int16))).decode()
@@ -57,7 +42,7 @@ def beyond_the_schema(body: object) -> None:
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
 def test_the_server_keeps_to_its_openapi_document(live_server: StartServer, mode: GenerationMode) -> None:
     """One call is live over `/ws` so the control API has a session to act on."""
-    server = live_server(make_app(), ServerSettings(control_token=CONTROL_TOKEN))
+    server = live_server(greeting_app(), ServerSettings(control_token=CONTROL_TOKEN))
     api = schemathesis.openapi.from_url(server.base_url + "/openapi.json")
     with connect(server.ws_url + "/ws", max_queue=None) as platform:
         platform.send(json.dumps(event("session_start")))

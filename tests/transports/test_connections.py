@@ -13,25 +13,10 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from flowapp import FlowApp
 from flowapp.settings import ServerSettings
 from flowapp.transports.connections import FD_RESERVE, connection_cap
 from tests.conftest import LiveServer, StartServer
-from tests.transports.helpers import event
-
-
-def make_app() -> FlowApp:
-    app = FlowApp()
-
-    @app.on_session_start
-    def greet() -> str:
-        return "Welcome!"
-
-    @app.on_user_speak
-    def echo() -> str:
-        return "Heard you."
-
-    return app
+from tests.transports.helpers import event, greeting_app
 
 
 def port_of(server: LiveServer) -> int:
@@ -61,7 +46,7 @@ def read_until_closed(sock: socket.socket) -> tuple[bytes, float]:
     ids=["nothing", "partial-headers", "partial-header-line"],
 )
 def test_headers_that_never_end_are_closed_after_the_header_timeout(live_server: StartServer, sent: bytes) -> None:
-    server = live_server(make_app(), ServerSettings(header_timeout_seconds=0.5))
+    server = live_server(greeting_app(), ServerSettings(header_timeout_seconds=0.5))
     with raw_connection(server, sent) as sock:
         received, seconds = read_until_closed(sock)
     assert received.startswith(b"HTTP/1.1 408 ")
@@ -69,7 +54,7 @@ def test_headers_that_never_end_are_closed_after_the_header_timeout(live_server:
 
 
 def test_a_kept_alive_connection_gets_the_header_timeout_for_its_next_request(live_server: StartServer) -> None:
-    server = live_server(make_app(), ServerSettings(header_timeout_seconds=0.5), timeout_keep_alive=30)
+    server = live_server(greeting_app(), ServerSettings(header_timeout_seconds=0.5), timeout_keep_alive=30)
     with raw_connection(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n") as sock:
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost")
@@ -86,7 +71,7 @@ def test_a_kept_alive_connection_gets_the_header_timeout_for_its_next_request(li
     ids=["short-content-length", "truncated-chunked"],
 )
 def test_a_body_that_never_ends_gets_408_and_the_connection_closes(live_server: StartServer, sent: bytes) -> None:
-    server = live_server(make_app(), ServerSettings(body_timeout_seconds=0.5))
+    server = live_server(greeting_app(), ServerSettings(body_timeout_seconds=0.5))
     with raw_connection(
         server, b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + sent
     ) as sock:
@@ -98,14 +83,14 @@ def test_a_body_that_never_ends_gets_408_and_the_connection_closes(live_server: 
 
 
 def test_a_response_sent_before_the_body_ended_closes_the_connection(live_server: StartServer) -> None:
-    server = live_server(make_app(), timeout_keep_alive=30)
+    server = live_server(greeting_app(), timeout_keep_alive=30)
     with raw_connection(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789") as sock:
         received, seconds = read_until_closed(sock)
     assert received.startswith(b"HTTP/1.1 200 ") and seconds < 5
 
 
 async def test_beyond_the_cap_new_connections_are_refused_and_live_calls_go_on(live_server: StartServer) -> None:
-    server = live_server(make_app(), ServerSettings(max_connections=6, header_timeout_seconds=30))
+    server = live_server(greeting_app(), ServerSettings(max_connections=6, header_timeout_seconds=30))
     async with connect(server.ws_url + "/ws") as ws:
         await ws.send(json.dumps(event("session_start")))
         assert json.loads(await asyncio.wait_for(ws.recv(), 3))["text"] == "Welcome!"
