@@ -129,7 +129,7 @@ async def test_session_push_of_an_action_naming_another_call_raises() -> None:
     app = FlowApp()
     call = PushedCall(SessionInfo(id="call-B"))
     app.calls.add(call)
-    session = app.session(SessionInfo(id="call-B"))
+    session = await app.session(SessionInfo(id="call-B"))
     with pytest.raises(ForeignSessionAction, match="names session 'call-A' but was sent into 'call-B'"):
         await session.push(Hangup(session_id="call-A"))
     await session.push(Hangup(session_id="call-B"), Speak(text="ok"))
