@@ -190,7 +190,8 @@ class Cluster:
             self._report(True)
 
     async def _sync(self) -> None:
-        """The heartbeat and the calls hash; after a failure, the whole hash is written afresh."""
+        """The heartbeat and the calls hash; after a failure, or when Redis forgot this instance (a restart without
+        persistence, or peers that took it for dead), the whole hash is written afresh."""
         pending, self._pending = self._pending, {}
         resync = self._resync
         try:
@@ -208,12 +209,15 @@ class Cluster:
                         pipe.hdel(_calls(self.instance), *gone)
                     if kept:
                         pipe.hset(_calls(self.instance), mapping=cast(Any, kept))
-                await pipe.execute()
+                added = (await pipe.execute())[0]
         except BaseException:
             self._resync = True
             raise
-        if resync:
-            self._resync = False
+        self._resync = False
+        if added and not resync:
+            logger.warning("this instance was missing from %s (restarted, or it took us for dead)", self.label)
+            self._resync = True
+            await self._sync()
 
     def _report(self, reachable: bool, exc: BaseException | None = None) -> None:
         if reachable == self._reachable:
