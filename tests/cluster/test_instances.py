@@ -9,13 +9,15 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -259,3 +261,54 @@ async def test_redis_down_live_calls_go_on_and_remote_control_answers_503(
         assert (await http.post(second.base + "/webhook", json=event)).status_code == 200
     await platform.close()
     assert recorded(tmp_path) == [], "a Redis outage ends no live call"
+
+
+NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+NGINX_CONF = Path(__file__).parents[2] / "examples" / "nginx" / "nginx.conf"
+
+
+@pytest.fixture
+def nginx(tmp_path: Path, instances: list[Instance]) -> Iterator[str]:
+    """The README's nginx config, in front of this test's three instances."""
+    if NGINX is None:
+        pytest.skip("nginx is not installed (apt-get install nginx; scripts/install --test does)")
+    prefix = tmp_path / "nginx"
+    (prefix / "tmp").mkdir(parents=True)
+    port = free_port()
+    config = NGINX_CONF.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+    for n, instance in enumerate(instances, start=1):
+        config = config.replace(f"127.0.0.1:800{n}", f"127.0.0.1:{instance.port}")
+    (prefix / "nginx.conf").write_text(config)
+    process = subprocess.Popen([NGINX, "-p", str(prefix), "-c", "nginx.conf"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "nginx did not start"
+            time.sleep(0.05)
+    yield f"127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+async def test_behind_the_readmes_nginx_config(nginx: str, tmp_path: Path) -> None:
+    session = {"id": "through-nginx"}
+    async with httpx.AsyncClient(base_url=f"http://{nginx}", timeout=10) as http:
+        await http.post("/webhook", json={"type": "session_start", "session": session})
+        for turn in (2, 3, 4):
+            answer = await http.post("/webhook", json={"type": "user_speak", "text": "hi", "session": session})
+            assert answer.json()["text"] == f"turn {turn}"
+        await http.post("/webhook", json={"type": "session_end", "session": session})
+        assert len(recorded(tmp_path)[0]["seen"]) == 4
+
+        platform = await connect(f"ws://{nginx}/ws")
+        await platform.send(json.dumps({"type": "session_start", "session": {"id": "ws-through-nginx"}}))
+        assert json.loads(await asyncio.wait_for(platform.recv(), 10))["text"].startswith("Hello")
+        for _ in range(3):
+            answer = await http.post("/v1/sessions/ws-through-nginx/barge-in", headers=AUTH)
+            assert answer.status_code == 200, answer.text
+            assert json.loads(await asyncio.wait_for(platform.recv(), 5))["type"] == "barge_in"
+        await platform.close()

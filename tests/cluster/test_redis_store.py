@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from flowapp import FlowApp
+from flowapp.cli import main
 from flowapp.protocol.events import Event, SessionInfo, parse_event
 from flowapp.redis_store import RedisSessionStore
 from flowapp.session import InMemorySessionStore, Session, StoreUnavailable
@@ -117,6 +118,11 @@ async def test_a_store_that_cannot_reach_redis_raises_store_unavailable() -> Non
     with pytest.raises(StoreUnavailable, match="unreachable"):
         await store.load("call-1")
     await redis.aclose()
+
+
+def test_the_redis_flag_is_checked_at_startup(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--redis", "localhost:6379"]) == 2
+    assert "--redis: must start with redis://, rediss:// or unix://" in capsys.readouterr().err
 
 
 def test_the_redis_url_setting_is_checked() -> None:
