@@ -308,5 +308,5 @@ async def test_isolated_handlers_run_on_their_own_loop_and_can_push() -> None:
     assert speak_texts(await app.respond(event("user_speak", text="hi"))) == ["reply"]
     assert loops and loops[0] is not asyncio.get_running_loop()
     assert speak_texts(call.pushed) == ["pushed"]
-    assert app.store.load("s-1") == {"seen": "hi"}
+    assert await app.store.load("s-1") == {"seen": "hi"}
     assert await app.respond(event("dtmf_received", digit="1")) == []

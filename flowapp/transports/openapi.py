@@ -169,7 +169,7 @@ def openapi_document() -> dict[str, Any]:
                                 "type": "object",
                                 "properties": {"sessions": {"type": "array", "items": {"type": "object"}}},
                             },
-                            "the live calls (of every instance, each with its `instance`, when instances share a Redis)",
+                            "the live calls; of every instance, each with its `instance`, when instances share a Redis",
                         ),
                         "401": _CONTROL_ERRORS["401"],
                         "503": _CONTROL_ERRORS["503"],
