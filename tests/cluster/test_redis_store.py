@@ -27,10 +27,10 @@ async def client(redis_server: RedisServer) -> AsyncIterator[Redis]:
     await redis.aclose()
 
 
-def counting_app(client: Redis, **options: float) -> FlowApp:
+def counting_app(client: Redis) -> FlowApp:
     """An app whose handler reads, yields to the loop, then writes: a lost update shows up as a low count."""
     app = FlowApp()
-    app.store = RedisSessionStore(client, local=InMemorySessionStore(), is_live=app.calls.__contains__, **options)
+    app.store = RedisSessionStore(client, local=InMemorySessionStore(), is_live=app.calls.__contains__)
 
     @app.on_user_speak
     async def count(event: Event, session: Session) -> str:
