@@ -340,16 +340,17 @@ class Cluster:
                     "session_id": session_id,
                     "payload": payload,
                 }
+                if not self._listening.is_set():
+                    raise InstanceUnreachable("this instance cannot hear answers right now (Redis reconnecting)")
                 receivers = await self.client.publish(_channel(holder), json.dumps(message))
                 if not receivers:
                     raise InstanceUnreachable(f"instance {holder} holding the call is not listening")
-                if not self._listening.is_set():
-                    raise InstanceUnreachable("this instance cannot hear answers right now (Redis reconnecting)")
                 async with asyncio.timeout(self.request_timeout_seconds):
                     return await answer
             except TimeoutError:
                 raise InstanceUnreachable(
-                    f"instance {holder} holding the call did not answer within {self.request_timeout_seconds:g} s"
+                    f"instance {holder} holding the call did not answer within {self.request_timeout_seconds:g} s "
+                    "(the request may still reach the call)"
                 ) from None
             finally:
                 self._replies.pop(request_id, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import httpx
@@ -131,3 +132,27 @@ def test_the_redis_url_setting_is_checked() -> None:
         ServerSettings.from_env({"FLOWAPP_REDIS_URL": "http://:secret@h"})
     with pytest.raises(ValueError, match="FLOWAPP_REDIS_URL"):
         ServerSettings.from_env({"FLOWAPP_REDIS_URL": "redis://h:port/0"})
+
+
+async def test_a_holder_that_does_not_answer_gives_503_instance_unreachable(
+    live_server: StartServer, redis_server: RedisServer, client: Redis
+) -> None:
+    """A peer whose heartbeat is alive but that does not listen, then one that listens and never answers."""
+    settings = ServerSettings(recognizer=None, journal_dir=None, redis_url=redis_server.url, control_token="t")
+    server = live_server(FlowApp(), settings)
+    entry = {"session": {"id": "ghost-call"}, "transport": "websocket", "describe": {"session_id": "ghost-call"}}
+    await client.sadd("flowapp:instances", "ghost")
+    await client.set("flowapp:alive:ghost", "1", px=60_000)
+    await client.hset("flowapp:calls:ghost", "ghost-call", json.dumps(entry))
+    async with httpx.AsyncClient(base_url=server.base_url, headers={"authorization": "Bearer t"}) as http:
+        listed = (await http.get("/v1/sessions")).json()["sessions"]
+        assert listed == [{"session_id": "ghost-call", "instance": "ghost"}]
+        answer = await http.post("/v1/sessions/ghost-call/barge-in")
+        assert (answer.status_code, answer.json()["error"]) == (503, "instance_unreachable")
+        assert "not listening" in answer.json()["detail"]
+        mute = client.pubsub()
+        await mute.subscribe("flowapp:control:ghost")
+        answer = await http.post("/v1/sessions/ghost-call/actions", json={"type": "hangup"})
+        assert (answer.status_code, answer.json()["error"]) == (503, "instance_unreachable")
+        assert "did not answer within 2 s" in answer.json()["detail"]
+        await mute.aclose()
