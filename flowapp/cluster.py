@@ -119,6 +119,7 @@ class Cluster:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reachable: bool | None = None
         self._listening = asyncio.Event()
+        self._sweep_after = 0.0
 
     # Lifecycle ------------------------------------------------------------------------------------
 
@@ -181,13 +182,15 @@ class Cluster:
                 next_beat = time.monotonic() + self.heartbeat_seconds
             try:
                 await self._sync()
-                if beat:
+                self._report(True)
+                if beat and time.monotonic() >= self._sweep_after:
                     await self._sweep()
             except (RedisError, OSError) as exc:
                 self._resync = True
                 self._report(False, exc)
-                continue
-            self._report(True)
+            except Exception:
+                logger.exception("cluster heartbeat failed; retried in %.1f s", self.heartbeat_seconds)
+                self._resync = True
 
     async def _sync(self) -> None:
         """The heartbeat and the calls hash; after a failure, or when Redis forgot this instance (a restart without
@@ -224,6 +227,8 @@ class Cluster:
             return
         if reachable:
             if self._reachable is not None:
+                # Peers cut off with us get one heartbeat window to come back before they count as dead.
+                self._sweep_after = time.monotonic() + self.lost_after_ms / 1000
                 logger.warning("%s reachable again: this instance's calls are registered afresh", self.label)
         else:
             logger.error(
@@ -395,6 +400,8 @@ class Cluster:
                         self._on_message(message["data"])
             except (RedisError, OSError) as exc:
                 self._report(False, exc)
+            except Exception:
+                logger.exception("control channel failed; subscribing again")
             finally:
                 self._listening.clear()
                 with contextlib.suppress(RedisError, OSError):

@@ -48,6 +48,12 @@ class RedisServer:
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.02)
 
+    def snapshot(self) -> None:
+        """Write the data to disk (`SAVE`): the next start on this port loads it, as a persistent Redis would."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as conn:
+            conn.sendall(b"SAVE\r\n")
+            assert conn.recv(16).startswith(b"+OK")
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
