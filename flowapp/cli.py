@@ -67,7 +67,7 @@ environment (a flag wins over its variable; prefer variables for secrets, flags 
   FLOWAPP_APP_WEBHOOK_SECRET (sign events to the remote app), FLOWAPP_APP_TIMEOUT (seconds, default 1),
   FLOWAPP_RECOGNIZER, FLOWAPP_VAD_DETECTOR, FLOWAPP_MAX_MEDIA_MESSAGE_BYTES, FLOWAPP_MEDIA_JITTER_FRAMES,
   FLOWAPP_HEADER_TIMEOUT (seconds, default 10), FLOWAPP_BODY_TIMEOUT (seconds, default 30),
-  FLOWAPP_MAX_CONNECTIONS (default 1000)
+  FLOWAPP_MAX_CONNECTIONS (default 1000), FLOWAPP_REDIS_URL (redis://HOST:6379/0: run several instances)
 every value is checked at startup; a bad one exits with status 2 naming the flag or variable
 """
 
@@ -95,6 +95,12 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         dest="vad_detector",
         choices=DETECTORS,
         help="speech detector for media calls (or FLOWAPP_VAD_DETECTOR)",
+    )
+    parser.add_argument(
+        "--redis",
+        dest="redis_url",
+        help="share session state and live calls with the other instances using this Redis, "
+        "redis://HOST:6379/0 (or FLOWAPP_REDIS_URL; put a password in the variable, not the flag)",
     )
     parser.add_argument("--host", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     parser.add_argument("--port", type=int, help="TCP port, 1-65535 (default 8000)")
@@ -138,8 +144,9 @@ _FLAG_FIELDS = (
     "app_url",
     "recognizer",
     "vad_detector",
+    "redis_url",
 )
-_FLAGS = {"vad_detector": "--vad"}
+_FLAGS = {"vad_detector": "--vad", "redis_url": "--redis"}
 _LOG_CHOICES = {"log_level": ("debug", "info", "warning", "error"), "log_format": ("text", "json")}
 
 
