@@ -36,6 +36,7 @@ from flowapp.engine.render import Renderer
 from flowapp.logs import call_logger
 from flowapp.protocol.actions import Action
 from flowapp.protocol.events import SessionInfo
+from flowapp.recording.tap import CallRecording
 from flowapp.responder import Responder
 from flowapp.stt.base import ScriptedRecognizer, StreamingRecognizer, Transcript
 
@@ -324,11 +325,15 @@ class LiveDriver:
         jitter_frames: int = 5,
         on_end: Callable[[str], None] | None = None,
         ticker: Ticker | None = None,
+        recording: CallRecording | None = None,
     ) -> None:
         """An in-process app's `interruption_hook` (see `FlowApp.judge_interruptions`) reaches the engine."""
         config = config or EngineConfig()
         if not config.start_unix_ms:
             config.start_unix_ms = int(time.time() * 1000)
+        self.recording = recording
+        if recording is not None:
+            responder = recording.responder(responder)
         self.outlet = outlet
         self.playout = Playout()
         self.inbound = InboundAudio(jitter_frames)
@@ -339,6 +344,7 @@ class LiveDriver:
             on_record=self._on_record,
             unheard_ms=self._unheard_ms,
             interruption_hook=getattr(responder, "interruption_hook", None),
+            tap=recording,
         )
         self.pump = EventPump(self.engine, responder, renderer)
         self.log = call_logger(logger, session.id, transport="live")
@@ -375,6 +381,8 @@ class LiveDriver:
         self._leave_ticker()
         self.engine.end(reason)
         await self.pump.close()
+        if self.recording is not None:
+            self.recording.close()
 
     def abort(self, reason: str) -> None:
         self._leave_ticker()
@@ -499,6 +507,8 @@ class LiveDriver:
         if self._closed:
             return
         self._closed = True
+        if self.recording is not None:
+            self.recording.close()
         self.outlet.close(reason)
         if self._on_end is not None:
             self._on_end(reason)
