@@ -246,6 +246,17 @@ register(
 
 register(
     Command(
+        name="timeline",
+        summary="draw a recorded call as a picture: waveforms, VAD, transcripts, items and barge-ins",
+        description=recording_command.TIMELINE_DESCRIPTION,
+        add_arguments=recording_command.add_timeline_arguments,
+        run=recording_command.run_timeline,
+    )
+)
+
+
+register(
+    Command(
         name="call",
         summary="place a live call to a running server as a carrier would, streaming a WAV as the caller",
         description=call_command.DESCRIPTION,

@@ -105,3 +105,41 @@ def run_replay(args: argparse.Namespace) -> int:
     for line in compare(recording.timeline, replayed.timeline):
         print(f"replay: {line}", file=sys.stderr)
     return 0
+
+
+TIMELINE_DESCRIPTION = """\
+Draw a recorded call as one picture: both legs' waveforms on one time axis, the caller's speech as the
+VAD heard it, transcripts at their times, the assistant's items with what the caller heard of them, and
+barge-in (with its trigger), pause and resume marks. Needs matplotlib (pip install 'flowapp[plot]').
+
+example:
+  flowapp timeline recordings/3f2a... -o call.png
+"""
+
+
+def add_timeline_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recording", type=Path, help="a call's recording folder")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="the picture to write: .png or .svg")
+
+
+def run_timeline(args: argparse.Namespace) -> int:
+    from flowapp.recording.picture import FORMATS
+
+    if args.output.suffix.lower() not in FORMATS:
+        print(f"flowapp timeline: error: -o must end in {' or '.join(FORMATS)}, got {args.output}", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        recording = load_recording(args.recording)
+        from flowapp.recording.picture import draw
+    except RecordingError as exc:
+        print(f"flowapp timeline: error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        draw(recording, args.output)
+    except ImportError:
+        print("flowapp timeline: error: needs matplotlib: pip install 'flowapp[plot]'", file=sys.stderr)
+        return EXIT_INVALID
+    except OSError as exc:
+        print(f"flowapp timeline: error: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_INVALID
+    return 0
