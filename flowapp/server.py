@@ -20,10 +20,11 @@ from starlette.routing import BaseRoute
 from flowapp.app import FlowApp
 from flowapp.journal import INSTANCE_LOST, LiveCallJournal
 from flowapp.logs import redact_server_logs
+from flowapp.metrics import CallCounter, watch_event_loop
 from flowapp.protocol.events import SessionEnd, SessionInfo
 from flowapp.responder import Responder
 from flowapp.settings import ServerSettings
-from flowapp.transports import control, events_ws, health, media, openapi, webhook
+from flowapp.transports import control, events_ws, health, media, metrics, openapi, webhook
 from flowapp.transports.body import BodyTimeout
 from flowapp.transports.connections import GuardedHttpProtocol
 from flowapp.transports.control import DISABLED_DETAIL
@@ -52,6 +53,7 @@ def create_server(
         *control.routes,
         *openapi.routes,
         *health.routes,
+        *metrics.routes,
     ]
     server = Starlette(
         routes=routes,
@@ -100,10 +102,15 @@ async def _lifespan(server: Starlette) -> AsyncIterator[None]:
         server.state.flowapp.calls.watch(journal)
         recovery = asyncio.create_task(_recover(journal, _lost_call_delivery(server)), name="flowapp-recovery")
     await media.prepare(settings)
+    calls = CallCounter()
+    server.state.flowapp.calls.watch(calls)
+    loop_watch = asyncio.create_task(watch_event_loop(), name="flowapp-loop-lag")
     # Everything loaded so far (modules, the app, its models) lives as long as the server: left out of the
     # garbage collector's full passes, which otherwise stall every live call's audio for tens of ms.
     gc.freeze()
     yield
+    loop_watch.cancel()
+    server.state.flowapp.calls.unwatch(calls)
     if journal is not None and recovery is not None:
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(recovery, RECOVERY_GRACE_SECONDS)

@@ -269,6 +269,11 @@ _RECORDERS: dict[tuple[str, int], Recorder] = {}
 _RECORDERS_LOCK = threading.Lock()
 
 
+def recorders() -> list[Recorder]:
+    with _RECORDERS_LOCK:
+        return list(_RECORDERS.values())
+
+
 def recorder_for(root: str, keep: int) -> Recorder:
     """One recorder (one writer thread) per folder in a process, however many servers use it."""
     key = (str(Path(root).expanduser().resolve()), keep)
