@@ -24,7 +24,7 @@ from flowapp.metrics import CallCounter, watch_event_loop
 from flowapp.protocol.events import SessionEnd, SessionInfo
 from flowapp.responder import Responder
 from flowapp.settings import ServerSettings
-from flowapp.transports import control, events_ws, health, media, metrics, openapi, webhook
+from flowapp.transports import control, events_ws, health, media, metrics, openapi, phone, webhook
 from flowapp.transports.body import BodyTimeout
 from flowapp.transports.connections import GuardedHttpProtocol
 from flowapp.transports.control import DISABLED_DETAIL
@@ -54,6 +54,7 @@ def create_server(
         *openapi.routes,
         *health.routes,
         *metrics.routes,
+        *phone.routes,
     ]
     server = Starlette(
         routes=routes,
