@@ -112,6 +112,8 @@ def draw(recording: Recording, out: str | Path) -> None:
     assistant_ax.set_xlabel("call time (s)")
     assistant_ax.set_xlim(0, end_s)
 
+    pause_triggers = {r["t_ms"]: r.get("trigger") for r in timeline if r.get("event") == "pause"}
+    labelled: list[float] = []
     for record in timeline:
         mark = _MARKS.get(str(record.get("event")))
         if mark is None:
@@ -122,9 +124,13 @@ def draw(recording: Recording, out: str | Path) -> None:
             ax.axvline(x, color=color, linestyle=style, linewidth=1.4)
         if record.get("event") == "barge_in":
             label = f"barge-in ({record.get('trigger')})"
+        elif record.get("event") == "assistant_speech_paused" and record["t_ms"] in pause_triggers:
+            label = f"pause ({pause_triggers[record['t_ms']]})"
         elif record.get("event") == "dtmf_received":
             label = f"key {record.get('digit')}"
-        assistant_ax.annotate(label, (x, 1.08), fontsize=7, color=color, rotation=0, va="top", ha="left")
+        crowded = sum(1 for other in labelled if abs(other - x) < end_s / 25)
+        labelled.append(x)
+        assistant_ax.annotate(label, (x, 1.08 - 0.13 * crowded), fontsize=7, color=color, va="top", ha="left")
 
     legend: list[Any] = [
         Patch(color=_CALLER, alpha=0.25, label="caller speaking (VAD)"),
@@ -145,11 +151,11 @@ def _draw_items(ax: Any, timeline: list[Record]) -> None:
             started = record
         elif kind == "assistant_speech_ended" and started is not None:
             begin = started["t_ms"] / 1000
-            stop = record["t_ms"] / 1000
+            played = int(record.get("played_ms", 0)) / 1000
             planned = begin + int(started.get("duration_ms", 0)) / 1000
             y = -0.95 + 0.22 * (row % 2)
             ax.barh(y, planned - begin, left=begin, height=0.18, color=_ASSISTANT, alpha=0.18, linewidth=0)
-            ax.barh(y, stop - begin, left=begin, height=0.18, color=_ASSISTANT, alpha=0.45, linewidth=0)
+            ax.barh(y, played, left=begin, height=0.18, color=_ASSISTANT, alpha=0.45, linewidth=0)
             how = "interrupted" if record.get("interrupted") else "played"
             heard = _short(str(record.get("heard_text") or started.get("text") or ""), 44)
             ax.annotate(f'{how}: "{heard}"', (begin, y + 0.11), fontsize=7, va="bottom")

@@ -59,7 +59,9 @@ class Replayed:
 
 
 def decisions(timeline: list[Record]) -> list[Record]:
-    return [r for r in timeline if r.get("event") not in TRACE_EVENTS]
+    """The decisions in call-time order (a recording keeps them in the order they were made: a barge-in
+    after a pause is dated back to the pause)."""
+    return sorted((r for r in timeline if r.get("event") not in TRACE_EVENTS), key=lambda r: int(r["t_ms"]))
 
 
 def recorded_config(meta: dict[str, Any], options: ReplayOptions) -> EngineConfig:

@@ -121,7 +121,7 @@ class Recorder:
         self.root = Path(root)
         self.keep = keep
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             probe = self.root / ".flowapp-write-check"
             probe.write_bytes(b"")
             probe.unlink()
@@ -224,7 +224,7 @@ class Recorder:
         while folder.exists():
             n += 1
             folder = self.root / f"{name}-{n}"
-        folder.mkdir(parents=True)
+        folder.mkdir(mode=0o700, parents=True)
         (folder / CALL_FILE).write_text(json.dumps({"format": FORMAT, "session": {"id": session_id}}) + "\n")
         return _Open(
             folder,

@@ -149,3 +149,9 @@ def test_serve_refuses_a_folder_it_cannot_write(tmp_path: Path, capsys: pytest.C
     assert main(["serve", "--record", str(tmp_path / "file" / "calls")]) == 2
     err = capsys.readouterr().err
     assert "--record: cannot write recordings" in err
+
+
+async def test_recordings_are_private_to_their_owner(tmp_path: Path) -> None:
+    folder = await _record("immediate.json", tmp_path / "calls")
+    assert (tmp_path / "calls").stat().st_mode & 0o077 == 0
+    assert folder.stat().st_mode & 0o077 == 0
