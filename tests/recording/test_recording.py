@@ -62,8 +62,11 @@ async def test_other_barge_in_rules_change_the_barge_ins(tmp_path: Path) -> None
 def test_the_replay_command_prints_the_timeline_and_the_comparison(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    assert main(["simulate", str(SCENARIOS / "pizza-app.json")]) == 0
+    unrecorded = capsys.readouterr().out
     assert main(["simulate", str(SCENARIOS / "pizza-app.json"), "--record", str(tmp_path)]) == 0
     simulated = capsys.readouterr().out
+    assert simulated == unrecorded, "recording a call changes nothing in it"
     [folder] = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert folder.name == SIMULATED_SESSION.id
     assert main(["replay", str(folder)]) == 0
