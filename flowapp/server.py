@@ -25,12 +25,13 @@ from flowapp.app import FlowApp
 from flowapp.cluster import Cluster, new_instance_id
 from flowapp.journal import INSTANCE_LOST, LiveCallJournal
 from flowapp.logs import redact_server_logs
+from flowapp.metrics import CallCounter, watch_event_loop
 from flowapp.protocol.events import SessionEnd, SessionInfo
 from flowapp.redis_store import RedisSessionStore
 from flowapp.responder import Responder
 from flowapp.session import InMemorySessionStore
 from flowapp.settings import ServerSettings, redact_url
-from flowapp.transports import control, events_ws, health, media, openapi, webhook
+from flowapp.transports import control, events_ws, health, media, metrics, openapi, phone, webhook
 from flowapp.transports.body import BodyTimeout
 from flowapp.transports.connections import GuardedHttpProtocol
 from flowapp.transports.control import DISABLED_DETAIL
@@ -60,6 +61,8 @@ def create_server(
         *control.routes,
         *openapi.routes,
         *health.routes,
+        *metrics.routes,
+        *phone.routes,
     ]
     server = Starlette(
         routes=routes,
@@ -112,6 +115,9 @@ async def _lifespan(server: Starlette) -> AsyncIterator[None]:
             deliver = cluster.once(deliver)
         recovery = asyncio.create_task(_recover(journal, deliver), name="flowapp-recovery")
     await media.prepare(settings)
+    calls = CallCounter()
+    server.state.flowapp.calls.watch(calls)
+    loop_watch = asyncio.create_task(watch_event_loop(), name="flowapp-loop-lag")
     # Everything loaded so far (modules, the app, its models) lives as long as the server: left out of the
     # garbage collector's full passes, which otherwise stall every live call's audio for tens of ms.
     gc.freeze()
@@ -125,6 +131,8 @@ async def _lifespan(server: Starlette) -> AsyncIterator[None]:
     watchdog.start()
     yield
     watchdog.stop()
+    loop_watch.cancel()
+    server.state.flowapp.calls.unwatch(calls)
     if journal is not None and recovery is not None:
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(recovery, RECOVERY_GRACE_SECONDS)

@@ -68,6 +68,12 @@ def _origins(value: object) -> object:
     return listed
 
 
+def _folder_or_off(value: object) -> object:
+    if isinstance(value, str):
+        return None if value.strip().lower() in _OFF else os.path.expanduser(value)
+    return value
+
+
 def _journal(value: object) -> object:
     if isinstance(value, str):
         return None if value.strip().lower() in _OFF else os.path.expanduser(value)
@@ -151,6 +157,11 @@ class ServerSettings(BaseSettings):
     max_connections: Positive = 1000
     """Open connections (HTTP and WebSocket) beyond which new ones get 503 and are closed; calls in progress
     go on. Lowered at startup to fit the open-file limit."""
+    record_dir: Annotated[str | None, BeforeValidator(_folder_or_off)] = None
+    """Record every media call into this folder (one folder per call: the caller's voice, the assistant's
+    audio, the timeline and the settings); None (the default, or `off`) records nothing."""
+    record_keep: Annotated[int, Field(gt=0, le=1_000_000)] = 100
+    """Recordings kept in `record_dir`; the oldest are deleted when a new call starts."""
     host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=8000, ge=1, le=65535)
 
