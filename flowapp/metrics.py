@@ -127,12 +127,13 @@ async def watch_event_loop(period: float = 0.1) -> None:
 
 
 class _Polled(Collector):
-    """Figures other parts already count, read when scraped: the tickers' late and skipped ticks, and what
-    the recorders wrote and dropped."""
+    """Figures other parts already count, read when scraped: the tickers' late and skipped ticks, what the
+    recorders wrote and dropped, and the recognizer pool's decodes and their CPU time."""
 
     def collect(self) -> Iterable[Metric]:
         from flowapp.engine.live import Ticker
         from flowapp.recording.store import recorders
+        from flowapp.stt.local import pool_stats
 
         late = CounterMetricFamily(
             "flowapp_ticks_late", "Playout ticks that ran more than 20 ms late (frames sent late)."
@@ -150,7 +151,16 @@ class _Polled(Collector):
         all_recorders = recorders()
         written.add_metric([], sum(r.written for r in all_recorders))
         dropped.add_metric([], sum(r.dropped_chunks for r in all_recorders))
-        yield from (late, skipped, written, dropped)
+        decode_cpu = CounterMetricFamily(
+            "flowapp_recognizer_decode_cpu_seconds", "CPU time the recognizer's decode pool spent on live calls."
+        )
+        decodes = CounterMetricFamily("flowapp_recognizer_decodes", "Decodes of live calls' speech.", labels=["result"])
+        pools = pool_stats()
+        decode_cpu.add_metric([], sum(p.cpu_s for p in pools))
+        decodes.add_metric(["done"], sum(p.decodes for p in pools))
+        decodes.add_metric(["refused"], sum(p.refused for p in pools))
+        decodes.add_metric(["failed"], sum(p.failed for p in pools))
+        yield from (late, skipped, written, dropped, decode_cpu, decodes)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

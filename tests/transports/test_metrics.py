@@ -78,3 +78,20 @@ async def test_counters_move_after_a_barge_in(live_server: StartServer) -> None:
     assert _value(after, "flowapp_input_cpu_seconds_total", stage="vad") > _value(
         before, "flowapp_input_cpu_seconds_total", stage="vad"
     )
+
+
+@pytest.mark.slow
+async def test_the_recognizers_decodes_and_their_cpu_are_counted(live_server: StartServer) -> None:
+    rec = RecordingApp({"session_start": Speak(text="Hello.", barge_in=BargeIn.none())})
+    server = live_server(rec.app, ServerSettings(control_token=TOKEN))
+    async with httpx.AsyncClient(base_url=server.base_url, headers=AUTH) as http:
+        before = _samples((await http.get("/metrics")).text)
+        async with Carrier.connect(server.ws_url, CUSTOM) as carrier:
+            await carrier.stream(caller_speech("please-try-again", lead_ms=1500, tail_ms=1200))
+            await wait_until(lambda: rec.of("user_speak"), timeout=10)
+            await carrier.stop()
+        after = _samples((await http.get("/metrics")).text)
+    done = "flowapp_recognizer_decodes_total"
+    assert _value(after, done, result="done") > _value(before, done, result="done")
+    cpu = "flowapp_recognizer_decode_cpu_seconds_total"
+    assert _value(after, cpu) > _value(before, cpu)
