@@ -1,0 +1,691 @@
+"""The SIP user agent: answers INVITEs on a UDP port and runs each call as a live call in the engine.
+
+A call is the same live call a media stream makes (`LiveDriver`): the same app, barge-in on its audio,
+listed in `GET /v1/sessions` with transport `sip`, steered by the control API. `hangup` sends BYE,
+`transfer` sends REFER (then BYE once the far end took it).
+
+flowapp's own small agent rather than a SIP library: every packet goes through the allow-list before it
+is parsed, the parser is strict and bounded, the audio is paced by the engine's shared ticker, and none of
+it can block the event loop. In-dialog requests and responses go back to the address the dialog's
+requests come from, which is what a PBX or trunk behind a NAT needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+import socket
+import uuid
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from flowapp.app import FlowApp
+from flowapp.engine.live import LiveDriver
+from flowapp.engine.render import Renderer
+from flowapp.logs import call_logger
+from flowapp.protocol.actions import Action
+from flowapp.protocol.events import SessionInfo
+from flowapp.responder import Responder
+from flowapp.session import NotConnected, describe_call
+from flowapp.settings import ServerSettings
+from flowapp.stt import make_recognizer
+from flowapp.transports.sip import message as sip
+from flowapp.transports.sip.guard import SourceGuard, parse_networks
+from flowapp.transports.sip.rtp import RtpStream
+from flowapp.transports.sip.sdp import Offer, SdpError, negotiate, parse_offer, render_answer
+
+logger = logging.getLogger("flowapp.sip")
+
+T1 = 0.5
+T2 = 4.0
+TRANSACTION_TIMEOUT = 64 * T1
+"""RFC 3261 timers: retransmissions over UDP start at T1, double up to T2, give up after 64*T1."""
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY"
+SERVER = "flowapp"
+MAX_LOGGED_BAD = 20
+LATENESS_SAMPLES = 100_000
+"""RTP send-lateness samples kept across all calls (for the benchmark); the oldest are dropped."""
+_INFO_DIGIT = re.compile(r"^\s*(?:Signal\s*=\s*)?([0-9*#])\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+class SipCall:
+    """A `LiveCall` carried by SIP: control acts on the live audio, pushes go to the engine."""
+
+    transport = "sip"
+
+    def __init__(self, info: SessionInfo, driver: LiveDriver, call_id: str) -> None:
+        self.info = info
+        self.driver = driver
+        self.call_id = call_id
+        self.connected_since = datetime.now(UTC)
+
+    async def barge_in(self) -> bool:
+        if self.driver.ended:
+            raise NotConnected("the SIP call has ended")
+        return self.driver.barge_in()
+
+    async def push(self, actions: list[Action]) -> None:
+        if self.driver.ended:
+            raise NotConnected("the SIP call has ended")
+        await self.driver.push(actions)
+
+    def describe(self) -> dict[str, Any]:
+        return describe_call(self.info, self.transport, self.connected_since)
+
+
+class RtpOutlet:
+    """The engine's `Outlet` on RTP: frames leave as they are played, so nothing waits at the far end to be
+    taken back on a barge-in (beyond its own short jitter buffer)."""
+
+    def __init__(self, dialog: Dialog) -> None:
+        self.dialog = dialog
+
+    def send(self, ulaw: bytes | None, *, boundary: bool) -> None:
+        if self.dialog.rtp is not None:
+            self.dialog.rtp.send(ulaw)
+
+    def drop_queued(self) -> None:
+        """Nothing is queued: RTP is sent in real time."""
+
+    def unheard_ms(self) -> int:
+        return 0
+
+    def close(self, reason: str) -> None:
+        self.dialog.engine_ended(reason)
+
+
+class Dialog:
+    """One call: its INVITE, tags, route back, RTP stream and live driver."""
+
+    def __init__(self, agent: SipAgent, invite: sip.SipMessage, source: tuple[str, int]) -> None:
+        self.agent = agent
+        self.invite = invite
+        self.source = source
+        self.call_id = invite.call_id
+        self.remote_tag = invite.from_tag() or ""
+        self.local_tag = sip.new_tag()
+        self.key = (self.call_id, self.remote_tag)
+        self.local_cseq = random.randint(1, 10_000)
+        self.sdp_version = 1
+        self.sdp_session = random.randint(1, 2**31)
+        self.rtp: RtpStream | None = None
+        self.rtp_transport: asyncio.DatagramTransport | None = None
+        self.driver: LiveDriver | None = None
+        self.call: SipCall | None = None
+        self.info: SessionInfo | None = None
+        self.codec = 0
+        self.confirmed = False
+        self.cancelled = False
+        self.ended = False
+        self.last_invite_response: bytes | None = None
+        self.invite_branch = invite.branch
+        self._retransmit: asyncio.Task[None] | None = None
+        self._teardown: asyncio.Task[None] | None = None
+        self._pending: dict[str, asyncio.Future[int]] = {}
+        self.log = call_logger(logger, None, transport="sip", call_id=self.call_id[:64])
+
+    # Set-up --------------------------------------------------------------------------------------
+
+    async def answer(self) -> None:
+        agent = self.agent
+        self.send_response(self.invite, 100, "Trying")
+        try:
+            offer = parse_offer(self.invite.body) if self.invite.body else None
+            if offer is None:
+                raise SdpError("an INVITE without an SDP offer is not supported")
+            answer = negotiate(offer)
+        except SdpError as exc:
+            self.log.info("refused a call: %s", exc)
+            self.final_response(488, "Not Acceptable Here", [("warning", f'399 flowapp "{exc}"')])
+            return
+        self.codec = answer.codec
+        if not await self._open_rtp(offer):
+            self.final_response(503, "Service Unavailable", [("retry-after", "5")])
+            return
+        info = self.agent.session_info(self.invite)
+        if not agent.app.calls.claim(info.id, self):
+            self.final_response(500, "Server Internal Error")
+            return
+        self.info = info
+        self.log = call_logger(logger, info.id, transport="sip", call_id=self.call_id[:64])
+        try:
+            driver = await asyncio.to_thread(
+                LiveDriver,
+                info,
+                agent.responder,
+                agent.renderer,
+                RtpOutlet(self),
+                config=agent.engine_config(),
+                recognizer=make_recognizer(
+                    agent.settings.recognizer, live=True, workers=agent.settings.recognizer_workers
+                ),
+                jitter_frames=agent.settings.media_jitter_frames,
+            )
+        except Exception:
+            self.log.exception("setting up the call failed")
+            self.final_response(500, "Server Internal Error")
+            return
+        if self.cancelled or self.ended:
+            self._finish_without_call()
+            return
+        self.driver = driver
+        self.call = SipCall(info, driver, self.call_id)
+        agent.app.calls.add(self.call, owner=self)
+        body = self._sdp(answer)
+        self.final_response(
+            200, "OK", [("contact", agent.contact(self.source)), ("content-type", "application/sdp")], body
+        )
+        driver.start()
+        if offer.on_hold and self.rtp is not None:
+            self.rtp.hold(True)
+        self.log.info("SIP call answered", extra={"codec": answer.codec, "peer": self.source[0]})
+
+    async def _open_rtp(self, offer: Offer) -> bool:
+        agent = self.agent
+        low, high = agent.settings.rtp_ports
+        ports = list(range(low - low % 2 + 2 if low % 2 else low, high + 1, 2))
+        random.shuffle(ports)
+        loop = asyncio.get_running_loop()
+        for port in ports[:20]:
+            stream = RtpStream(
+                (offer.address, offer.port),
+                self.codec,
+                offer.telephone_event,
+                agent.guard.allowed,
+                self._audio,
+                self._digit,
+                agent.lateness,
+            )
+            try:
+                transport, _ = await loop.create_datagram_endpoint(_factory(stream), local_addr=(agent.bind_host, port))
+            except OSError:
+                continue
+            self.rtp = stream
+            self.rtp_transport = transport
+            return True
+        self.log.error("no free RTP port in %d-%d", low, high)
+        return False
+
+    def _sdp(self, answer: Any) -> bytes:
+        assert self.rtp is not None
+        return render_answer(
+            answer, self.agent.advertised(self.source), self.rtp.port, self.sdp_session, self.sdp_version
+        )
+
+    # Media ---------------------------------------------------------------------------------------
+
+    def _audio(self, ulaw: bytes) -> None:
+        driver = self.driver
+        if driver is None or driver.ended:
+            return
+        if not driver.feed(ulaw):
+            self.log.warning("RTP faster than real time: the call is ended")
+            driver.abort("media_flood")
+
+    def _digit(self, digit: str) -> None:
+        if self.driver is not None and not self.driver.ended:
+            self.driver.dtmf(digit)
+
+    # Requests in the dialog ----------------------------------------------------------------------
+
+    def on_request(self, request: sip.SipMessage, source: tuple[str, int]) -> None:
+        method = request.method
+        if method == "ACK":
+            self.confirmed = True
+            if self._retransmit is not None:
+                self._retransmit.cancel()
+            return
+        if method == "BYE":
+            self.send_response(request, 200, "OK")
+            self.end("caller_hangup")
+        elif method == "CANCEL":
+            self.send_response(request, 200, "OK")
+            if self.driver is None and not self.ended:
+                self.cancelled = True
+                self.final_response(487, "Request Terminated")
+                self.end("caller_cancelled")
+        elif method == "INVITE":
+            self._reinvite(request)
+        elif method == "INFO":
+            self._info(request)
+        elif method == "NOTIFY" or method == "OPTIONS":
+            self.send_response(request, 200, "OK", [("allow", ALLOW)])
+        else:
+            self.send_response(request, 405, "Method Not Allowed", [("allow", ALLOW)])
+
+    def _reinvite(self, request: sip.SipMessage) -> None:
+        """Hold, resume or a codec change: a new offer in the dialog gets a new answer."""
+        if self.driver is None or self.rtp is None:
+            self.send_response(request, 491, "Request Pending")
+            return
+        try:
+            offer = parse_offer(request.body)
+            answer = negotiate(offer, current=self.codec)
+        except SdpError as exc:
+            self.send_response(request, 488, "Not Acceptable Here", [("warning", f'399 flowapp "{exc}"')])
+            return
+        self.codec = answer.codec
+        self.rtp.codec = answer.codec
+        self.rtp.telephone_event = answer.telephone_event
+        if not offer.on_hold and not self.rtp.latched:
+            self.rtp.remote = (offer.address, offer.port)
+        self.rtp.hold(offer.on_hold)
+        self.sdp_version += 1
+        self.invite = request
+        self.invite_branch = request.branch
+        self.confirmed = False
+        headers = [("contact", self.agent.contact(self.source)), ("content-type", "application/sdp")]
+        self.final_response(200, "OK", headers, self._sdp(answer))
+        self.log.info("re-INVITE: %s", "on hold" if offer.on_hold else "active")
+
+    def _info(self, request: sip.SipMessage) -> None:
+        """SIP INFO DTMF (`application/dtmf-relay` `Signal=5`, or `application/dtmf` `5`)."""
+        kind = (request.get("content-type") or "").split(";")[0].strip().lower()
+        if kind not in ("application/dtmf-relay", "application/dtmf"):
+            self.send_response(request, 415, "Unsupported Media Type", [("accept", "application/dtmf-relay")])
+            return
+        match = _INFO_DIGIT.search(request.body.decode("utf-8", "replace"))
+        self.send_response(request, 200, "OK")
+        if match is not None:
+            self._digit(match.group(1))
+
+    # Responses -----------------------------------------------------------------------------------
+
+    def send_response(
+        self,
+        request: sip.SipMessage,
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> bytes:
+        data = sip.response(
+            request,
+            status,
+            reason,
+            to_tag=self.local_tag if status > 100 else None,
+            source=self.source,
+            headers=[("server", SERVER), *(headers or [])],
+            body=body,
+        )
+        self.agent.send(data, self.source)
+        if request.method == "INVITE":
+            self.last_invite_response = data
+        return data
+
+    def final_response(
+        self, status: int, reason: str, headers: list[tuple[str, str]] | None = None, body: bytes = b""
+    ) -> None:
+        """A final INVITE response, retransmitted over UDP until the ACK comes (RFC 3261 17.2.1 and 13.3.1.4)."""
+        data = self.send_response(self.invite, status, reason, headers, body)
+        if self._retransmit is not None:
+            self._retransmit.cancel()
+        self._retransmit = asyncio.create_task(self._retransmit_until_ack(data, status), name="flowapp-sip-2xx")
+        if status >= 300:
+            self.end("refused")
+
+    async def _retransmit_until_ack(self, data: bytes, status: int) -> None:
+        interval = T1
+        waited = 0.0
+        while waited < TRANSACTION_TIMEOUT and not self.confirmed:
+            await asyncio.sleep(interval)
+            waited += interval
+            if self.confirmed or (self.ended and status < 300):
+                return
+            self.agent.send(data, self.source)
+            interval = min(interval * 2, T2)
+        if not self.confirmed and status < 300 and not self.ended:
+            self.log.warning("no ACK for the 200 OK: the call is ended")
+            self.hang_up("no_ack")
+
+    def on_response(self, response: sip.SipMessage) -> None:
+        waiting = self._pending.pop(response.branch, None)
+        if waiting is not None and not waiting.done() and response.status >= 200:
+            waiting.set_result(response.status)
+        elif waiting is not None and response.status < 200:
+            self._pending[response.branch] = waiting
+
+    # Requests we send ----------------------------------------------------------------------------
+
+    async def request(self, method: str, headers: list[tuple[str, str]] | None = None) -> int:
+        """Send an in-dialog request (retransmitted over UDP) and wait for its final status; 408 on timeout."""
+        self.local_cseq += 1
+        branch = sip.new_branch()
+        local_host, local_port = self.agent.advertised(self.source), self.agent.port
+        remote = self.invite.require("from")
+        local = self.invite.require("to")
+        if sip.param(local, "tag") is None:
+            local = f"{local};tag={self.local_tag}"
+        contact = self.invite.get("contact")
+        target = sip.uri_of(contact) if contact else sip.uri_of(remote)
+        routes = [("route", route) for route in reversed(self.invite.all("record-route"))]
+        data = sip.render(
+            f"{method} {target} SIP/2.0",
+            [
+                ("via", f"SIP/2.0/UDP {_host_for_uri(local_host)}:{local_port};branch={branch};rport"),
+                ("max-forwards", "70"),
+                ("from", local),
+                ("to", remote),
+                ("call-id", self.call_id),
+                ("cseq", f"{self.local_cseq} {method}"),
+                *routes,
+                ("contact", self.agent.contact(self.source)),
+                ("user-agent", SERVER),
+                *(headers or []),
+            ],
+        )
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending[branch] = future
+        interval, waited = T1, 0.0
+        self.agent.send(data, self.source)
+        while waited < TRANSACTION_TIMEOUT:
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), interval)
+            except TimeoutError:
+                waited += interval
+                self.agent.send(data, self.source)
+                interval = min(interval * 2, T2)
+        self._pending.pop(branch, None)
+        return 408
+
+    # The end -------------------------------------------------------------------------------------
+
+    def engine_ended(self, reason: str) -> None:
+        """The app hung up or transferred (or the call failed): tell the far end."""
+        if self.ended:
+            return
+        transfer = self.driver.engine.transfer if self.driver is not None else None
+        if reason == "transfer" and transfer is not None:
+            target = self.agent.settings.sip_transfer_uri.format(
+                target=transfer.target_phone_number, peer=_host_for_uri(self.source[0])
+            )
+            self.hang_up(reason, refer_to=target)
+        else:
+            self.hang_up(reason)
+
+    def hang_up(self, reason: str, refer_to: str | None = None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self._teardown = asyncio.create_task(self._bye(reason, refer_to), name="flowapp-sip-bye")
+
+    async def _bye(self, reason: str, refer_to: str | None) -> None:
+        try:
+            if refer_to is not None:
+                status = await self.request(
+                    "REFER", [("refer-to", f"<{refer_to}>"), ("referred-by", self.agent.contact(self.source))]
+                )
+                self.log.info("REFER to %s: %d", refer_to, status)
+            await self.request("BYE")
+        finally:
+            await self._close(reason)
+
+    def end(self, reason: str) -> None:
+        """The far end ended the call (BYE, CANCEL) or it never got going."""
+        if self.ended:
+            return
+        self.ended = True
+        self._teardown = asyncio.create_task(self._close(reason), name="flowapp-sip-end")
+
+    def _finish_without_call(self) -> None:
+        if self.info is not None:
+            self.agent.app.calls.remove(self.info.id, owner=self)
+        if self.rtp_transport is not None:
+            self.rtp_transport.close()
+
+    async def _close(self, reason: str) -> None:
+        try:
+            if self.driver is not None:
+                await self.driver.stop(reason)
+                self.log.info(
+                    "SIP call ended: %s",
+                    self.driver.engine.end_reason,
+                    extra={
+                        "packets_in": self.rtp.packets_in if self.rtp else 0,
+                        "packets_out": self.rtp.packets_out if self.rtp else 0,
+                    },
+                )
+        finally:
+            self._finish_without_call()
+            if self._retransmit is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._retransmit  # an error response keeps the dialog until its ACK absorbs it
+            self.agent.forget(self)
+
+
+def _factory(stream: RtpStream) -> Callable[[], RtpStream]:
+    return lambda: stream
+
+
+def _host_for_uri(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class SipAgent(asyncio.DatagramProtocol):
+    """The SIP endpoint on one UDP socket; `start` binds it, `stop` hangs up every call and closes it."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        app: FlowApp,
+        responder: Responder,
+        renderer: Renderer,
+        engine_config: Callable[[], Any],
+    ) -> None:
+        self.settings = settings
+        self.app = app
+        self.responder = responder
+        self.renderer = renderer
+        self.engine_config = engine_config
+        self.bind_host = settings.sip_host or settings.host
+        self.port = settings.sip_port or 0
+        self.guard = SourceGuard(
+            parse_networks(settings.sip_allow), settings.sip_invite_rate, settings.sip_invite_burst
+        )
+        self.dialogs: dict[tuple[str, str], Dialog] = {}
+        self.lateness: deque[float] = deque(maxlen=LATENESS_SAMPLES)
+        self.bad_messages = 0
+        self._transport: asyncio.DatagramTransport | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(self.bind_host, self.port))
+        self.port = int(transport.get_extra_info("sockname")[1])
+        logger.info(
+            "SIP endpoint on udp %s:%d, RTP ports %d-%d, callers from %s",
+            self.bind_host,
+            self.port,
+            *self.settings.rtp_ports,
+            ", ".join(self.settings.sip_allow),
+        )
+
+    async def stop(self) -> None:
+        for dialog in list(self.dialogs.values()):
+            dialog.hang_up("server_shutdown")
+        tasks = [d._teardown for d in list(self.dialogs.values()) if d._teardown is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
+        if self._transport is not None:
+            self._transport.close()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is no subclass
+
+    def error_received(self, exc: Exception) -> None:
+        """ICMP port unreachable from a peer that left: the transaction timers deal with it."""
+
+    def send(self, data: bytes, destination: tuple[str, int]) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.sendto(data, destination)
+
+    # Addresses -----------------------------------------------------------------------------------
+
+    def advertised(self, peer: tuple[str, int]) -> str:
+        """The address callers reach us at: the configured public one, the bound one, or the interface the
+        route to `peer` leaves by."""
+        if self.settings.sip_public_address:
+            return self.settings.sip_public_address
+        if self.bind_host not in ("0.0.0.0", "::", ""):
+            return self.bind_host
+        family = socket.AF_INET6 if ":" in peer[0] else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.connect((peer[0], peer[1] or 5060))
+                return str(probe.getsockname()[0])
+            except OSError:
+                return "127.0.0.1"
+
+    def contact(self, peer: tuple[str, int]) -> str:
+        return f"<sip:flowapp@{_host_for_uri(self.advertised(peer))}:{self.port}>"
+
+    # Receiving -----------------------------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        source = (str(addr[0]), int(addr[1]))
+        if not self.guard.allowed(source[0]):
+            return
+        if len(data) <= 4 and not data.strip():
+            return  # a keep-alive (CRLF ping)
+        try:
+            message = sip.parse(data)
+            self._dispatch(message, source)
+        except sip.SipError as exc:
+            self._bad(data, source, str(exc))
+        except Exception:
+            logger.exception("a SIP message failed; it is dropped, the calls go on")
+
+    def _bad(self, data: bytes, source: tuple[str, int], why: str) -> None:
+        """Answer 400 when enough of the request is readable to address a response; drop it otherwise."""
+        self.bad_messages += 1
+        if self.bad_messages <= MAX_LOGGED_BAD:
+            logger.warning("malformed SIP from %s: %s", source[0], why)
+        try:
+            loose = _loose_parse(data)
+        except sip.SipError:
+            return
+        if loose.is_request and loose.method != "ACK":
+            self.send(
+                sip.response(
+                    loose, 400, "Bad Request", source=source, headers=[("warning", f'399 flowapp "{why[:80]}"')]
+                ),
+                source,
+            )
+
+    def _dispatch(self, message: sip.SipMessage, source: tuple[str, int]) -> None:
+        if not message.is_request:
+            key = (message.call_id, message.to_tag() or "")
+            dialog = self.dialogs.get(key)
+            if dialog is not None:
+                dialog.on_response(message)
+            return
+        key = (message.call_id, message.from_tag() or "")
+        dialog = self.dialogs.get(key)
+        method = message.method
+        if dialog is not None:
+            if method == "INVITE" and message.to_tag() is None:
+                if dialog.last_invite_response is not None and message.branch == dialog.invite_branch:
+                    self.send(dialog.last_invite_response, source)
+                return
+            dialog.on_request(message, source)
+            return
+        if method == "INVITE" and message.to_tag() is None:
+            self._new_call(message, source)
+        elif method == "OPTIONS":
+            self._stateless(message, source, 200, "OK", [("allow", ALLOW), ("accept", "application/sdp")])
+        elif method == "ACK":
+            return
+        elif method in ("BYE", "CANCEL", "INFO", "INVITE", "NOTIFY"):
+            self._stateless(message, source, 481, "Call/Transaction Does Not Exist")
+        else:
+            self._stateless(message, source, 405, "Method Not Allowed", [("allow", ALLOW)])
+
+    def _stateless(
+        self,
+        request: sip.SipMessage,
+        source: tuple[str, int],
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        tag = sip.new_tag() if request.to_tag() is None else None
+        self.send(
+            sip.response(
+                request, status, reason, to_tag=tag, source=source, headers=[("server", SERVER), *(headers or [])]
+            ),
+            source,
+        )
+
+    def _new_call(self, invite: sip.SipMessage, source: tuple[str, int]) -> None:
+        if not self.guard.invite_allowed(source[0]):
+            self._stateless(invite, source, 503, "Service Unavailable", [("retry-after", "10")])
+            return
+        if len(self.dialogs) >= self.settings.sip_max_calls:
+            self._stateless(invite, source, 503, "Service Unavailable", [("retry-after", "5")])
+            return
+        dialog = Dialog(self, invite, source)
+        self.dialogs[dialog.key] = dialog
+        task = asyncio.create_task(self._answer(dialog), name="flowapp-sip-answer")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, dialog: Dialog) -> None:
+        try:
+            await dialog.answer()
+        except Exception:
+            dialog.log.exception("answering the call failed")
+            if not dialog.ended:
+                dialog.final_response(500, "Server Internal Error")
+
+    def forget(self, dialog: Dialog) -> None:
+        if self.dialogs.get(dialog.key) is dialog:
+            del self.dialogs[dialog.key]
+
+    # Session fields ------------------------------------------------------------------------------
+
+    def session_info(self, invite: sip.SipMessage) -> SessionInfo:
+        """Caller from P-Asserted-Identity (else From), callee from To (else the Request-URI)."""
+        asserted = invite.get("p-asserted-identity")
+        caller = sip.user_of(asserted) if asserted else None
+        caller = caller or sip.user_of(invite.require("from"))
+        callee = sip.user_of(invite.require("to")) or sip.user_of(invite.uri)
+        return SessionInfo(
+            id=str(uuid.uuid4()),
+            direction="inbound",
+            from_phone_number=_printable(caller),
+            to_phone_number=_printable(callee),
+            phone_number=_printable(callee),
+        )
+
+
+def _printable(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value[:64]
+    return value if value.isprintable() else None
+
+
+def _loose_parse(data: bytes) -> sip.SipMessage:
+    """Enough of a malformed request to address a 400: the headers a response copies, nothing else."""
+    head = data[: sip.MAX_MESSAGE_BYTES].split(b"\r\n\r\n", 1)[0]
+    try:
+        lines = head.decode("utf-8").split("\r\n")
+    except UnicodeDecodeError:
+        raise sip.SipError("not UTF-8") from None
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or parts[2] != "SIP/2.0" or not parts[0].isalpha():
+        raise sip.SipError("no request line")
+    message = sip.SipMessage(method=parts[0].upper(), uri=parts[1])
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        name = sip._COMPACT.get(name.strip().lower(), name.strip().lower())
+        if colon and name in ("via", "from", "to", "call-id", "cseq") and value.strip().isprintable():
+            message.headers.append((name, value.strip()))
+    for name in ("via", "from", "to", "call-id", "cseq"):
+        message.require(name)
+    return message
