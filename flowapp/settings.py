@@ -204,6 +204,9 @@ class ServerSettings(BaseSettings):
     sip_invite_burst: Positive = 20
     sip_max_calls: Positive = 500
     """Concurrent SIP calls; more get 503."""
+    sip_called_number: Literal["to", "request-uri"] = "to"
+    """Where a SIP call's `to_phone_number` comes from: the To header (PBXes) or the Request-URI (some trunks
+    put the dialled number only there). The caller is P-Asserted-Identity's, else From's."""
     sip_transfer_uri: str = "sip:{target}@{peer}"
     """The REFER target for `transfer`: `{target}` is `target_phone_number`, `{peer}` the caller's SIP host."""
 

@@ -196,7 +196,7 @@ class Dialog:
                 (offer.address, offer.port),
                 self.codec,
                 offer.telephone_event,
-                agent.guard.allowed,
+                frozenset({offer.address, self.source[0]}),
                 self._audio,
                 self._digit,
                 agent.lateness,
@@ -649,11 +649,12 @@ class SipAgent(asyncio.DatagramProtocol):
     # Session fields ------------------------------------------------------------------------------
 
     def session_info(self, invite: sip.SipMessage) -> SessionInfo:
-        """Caller from P-Asserted-Identity (else From), callee from To (else the Request-URI)."""
+        """Caller from P-Asserted-Identity (else From), callee from To or the Request-URI (`sip_called_number`)."""
         asserted = invite.get("p-asserted-identity")
         caller = sip.user_of(asserted) if asserted else None
         caller = caller or sip.user_of(invite.require("from"))
-        callee = sip.user_of(invite.require("to")) or sip.user_of(invite.uri)
+        to, uri = sip.user_of(invite.require("to")), sip.user_of(invite.uri)
+        callee = (uri or to) if self.settings.sip_called_number == "request-uri" else (to or uri)
         return SessionInfo(
             id=str(uuid.uuid4()),
             direction="inbound",

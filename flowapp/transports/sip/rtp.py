@@ -2,7 +2,9 @@
 events as key presses, and the assistant's frames out, one packet per 20 ms tick.
 
 Symmetric RTP: audio goes back to where the caller's audio comes from (latched on its first packet), not
-only to the SDP address, so a caller behind a NAT hears us. Outbound the stream never pauses while the
+only to the SDP address, so a caller behind a NAT hears us. Only the SDP's host and the SIP peer's host
+may be latched onto, and once latched, packets from anywhere else are dropped: a stranger cannot take
+the call's audio. Outbound the stream never pauses while the
 call is not on hold: a tick with nothing to play sends a frame of silence, as a phone does.
 """
 
@@ -133,7 +135,7 @@ class RtpStream(asyncio.DatagramProtocol):
         remote: tuple[str, int],
         codec: int,
         telephone_event: int | None,
-        allowed: Callable[[str], bool],
+        hosts: frozenset[str],
         on_audio: Callable[[bytes], None],
         on_digit: Callable[[str], None],
         lateness: deque[float] | None = None,
@@ -147,7 +149,7 @@ class RtpStream(asyncio.DatagramProtocol):
         self.packets_out = 0
         self.bad_packets = 0
         self.gaps = 0
-        self._allowed = allowed
+        self._hosts = hosts
         self._on_audio = on_audio
         self._on_digit = on_digit
         self._reorder = Reorder()
@@ -170,7 +172,7 @@ class RtpStream(asyncio.DatagramProtocol):
         host = str(addr[0])
         if self.latched and (host, addr[1]) != self.remote:
             return
-        if not self._allowed(host):
+        if host not in self._hosts:
             return
         try:
             payload_type, _marker, seq, timestamp, _ssrc, payload = parse_packet(data)
