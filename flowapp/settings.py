@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources import EnvSettingsSource
 from pydantic_settings.sources.utils import parse_env_vars
@@ -204,6 +204,10 @@ class ServerSettings(BaseSettings):
     sip_invite_burst: Positive = 20
     sip_max_calls: Positive = 500
     """Concurrent SIP calls; more get 503."""
+    sip_username: str | None = Field(default=None, min_length=1)
+    """With `sip_password`: INVITEs must carry digest credentials for this user (401 challenge otherwise)."""
+    sip_password: str | None = Field(default=None, min_length=1, validate_default=True)
+    sip_realm: str = Field(default="flowapp", min_length=1, pattern=r'^[^"\\]+$')
     sip_called_number: Literal["to", "request-uri"] = "to"
     """Where a SIP call's `to_phone_number` comes from: the To header (PBXes) or the Request-URI (some trunks
     put the dialled number only there). The caller is P-Asserted-Identity's, else From's."""
@@ -229,6 +233,13 @@ class ServerSettings(BaseSettings):
                     "recognizer 'pocketsphinx' needs the pocketsphinx package: pip install 'flowapp[pocketsphinx]'"
                 ) from None
         return name
+
+    @field_validator("sip_password")
+    @classmethod
+    def _sip_credentials_in_pairs(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if (info.data.get("sip_username") is None) != (value is None):
+            raise ValueError("SIP digest auth needs both a username and a password (FLOWAPP_SIP_USERNAME and this)")
+        return value
 
     @field_validator("sip_transfer_uri")
     @classmethod

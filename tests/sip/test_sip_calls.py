@@ -4,7 +4,9 @@ guards (allow-list, INVITE rate limit)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import re
 import time
 
 import httpx
@@ -239,5 +241,46 @@ def test_rtp_ports_come_from_the_configured_range(live_server: StartServer) -> N
         assert peer.invite().status == 200
         assert peer.flowapp_rtp is not None and peer.flowapp_rtp[1] in (31000, 31002)
         peer.bye()
+    finally:
+        peer.close()
+
+
+def _digest_response(challenge: str, user: str, password: str, uri: str) -> str:
+    """RFC 2617 with MD5 and qop=auth, written out independently of flowapp's implementation."""
+    fields = dict(re.findall(r'(\w+)="?([^",]+)"?', challenge))
+    cnonce, nc = "0a4f113b", "00000001"
+    ha1 = hashlib.md5(f"{user}:{fields['realm']}:{password}".encode()).hexdigest()
+    ha2 = hashlib.md5(f"INVITE:{uri}".encode()).hexdigest()
+    response = hashlib.md5(f"{ha1}:{fields['nonce']}:{nc}:{cnonce}:auth:{ha2}".encode()).hexdigest()
+    return (
+        f'Digest username="{user}", realm="{fields["realm"]}", nonce="{fields["nonce"]}", uri="{uri}", '
+        f'response="{response}", algorithm=MD5, qop=auth, nc={nc}, cnonce="{cnonce}"'
+    )
+
+
+def test_with_credentials_set_an_invite_must_answer_the_digest_challenge(live_server: StartServer) -> None:
+    recording = greeting_app()
+    server = start_sip_server(live_server, recording.app, sip_username="pbx", sip_password="s3cret")
+    peer = Peer(server.sip_port)
+    uri = f"sip:+4930111@127.0.0.1:{server.sip_port}"
+    sdp = [("content-type", "application/sdp")]
+    try:
+        assert peer.invite().status == 401
+        peer.request("INVITE", offer(peer.rtp_port), sdp)
+        challenged = peer.final()
+        (md5,) = challenged.all("www-authenticate")
+        assert challenged.status == 401 and "algorithm=MD5" in md5 and 'qop="auth"' in md5
+        wrong = _digest_response(md5, "pbx", "guess", uri)
+        peer.request("INVITE", offer(peer.rtp_port), [*sdp, ("authorization", wrong)])
+        assert peer.final().status == 401, "a wrong password is challenged again"
+        assert not recording.of("session_start")
+        right = _digest_response(md5, "pbx", "s3cret", uri)
+        peer.request("INVITE", offer(peer.rtp_port), [*sdp, ("authorization", right)])
+        answer = peer.final()
+        assert answer.status == 200
+        peer.to_tag = answer.to_tag()
+        peer.ack(answer)
+        wait_for(lambda: recording.of("session_start"))
+        assert peer.bye().status == 200
     finally:
         peer.close()

@@ -144,7 +144,7 @@ class Baresip:
     """baresip 1.0 as the caller: microphone from a WAV file, what it hears dumped to WAV, steered over its
     TCP control interface (netstring JSON)."""
 
-    def __init__(self, workdir: Path, speech: np.ndarray) -> None:
+    def __init__(self, workdir: Path, speech: np.ndarray, account: str = "<sip:baresip@127.0.0.1>;regint=0") -> None:
         self.dir = workdir
         source = workdir / "speech.wav"
         with wave.open(str(source), "wb") as out:
@@ -172,7 +172,7 @@ class Baresip:
         lines = [f"{key}\t{value}" for key, value in config.items()]
         lines += [f"module\t{m}.so" for m in ("g711", "aufile", "menu", "account", "sndfile", "ctrl_tcp")]
         (workdir / "config").write_text("\n".join(lines) + "\n")
-        (workdir / "accounts").write_text("<sip:baresip@127.0.0.1>;regint=0\n")
+        (workdir / "accounts").write_text(account + "\n")
         self.log = (workdir / "baresip.log").open("w")
         self.process = subprocess.Popen(
             ["baresip", "-f", str(workdir), "-t", "30"], stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir
@@ -273,5 +273,21 @@ def test_baresip_sends_a_digit_and_flowapp_hangs_up(live_server: StartServer, tm
         wait_for(lambda: recording.of("session_end"))
         assert [e.digit for e in recording.of("dtmf_received")] == ["5"]
         assert recording.of("session_end")[0].reason == "hangup"
+    finally:
+        phone.close()
+
+
+@baresip_only
+def test_baresip_answers_the_digest_challenge_with_its_credentials(live_server: StartServer, tmp_path: Path) -> None:
+    recording = RecordingApp()
+    server = start_sip_server(live_server, recording.app, sip_username="pbx", sip_password="s3cret")
+    account = "<sip:pbx@127.0.0.1>;auth_user=pbx;auth_pass=s3cret;regint=0"
+    phone = Baresip(tmp_path, np.zeros(8000 * 10), account=account)
+    try:
+        phone.command("dial", f"sip:+4930111@127.0.0.1:{server.sip_port}")
+        phone.wait_event("CALL_ESTABLISHED")
+        wait_for(lambda: recording.of("session_start"))
+        phone.command("hangup")
+        wait_for(lambda: recording.of("session_end"))
     finally:
         phone.close()

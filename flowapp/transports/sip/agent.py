@@ -35,6 +35,7 @@ from flowapp.session import NotConnected, describe_call
 from flowapp.settings import ServerSettings
 from flowapp.stt import make_recognizer
 from flowapp.transports.sip import message as sip
+from flowapp.transports.sip.digest import DigestAuth
 from flowapp.transports.sip.guard import SourceGuard, parse_networks
 from flowapp.transports.sip.rtp import RtpStream
 from flowapp.transports.sip.sdp import Offer, SdpError, negotiate, parse_offer, render_answer
@@ -487,6 +488,11 @@ class SipAgent(asyncio.DatagramProtocol):
         self.guard = SourceGuard(
             parse_networks(settings.sip_allow), settings.sip_invite_rate, settings.sip_invite_burst
         )
+        self.auth = (
+            DigestAuth(settings.sip_username, settings.sip_password, settings.sip_realm)
+            if settings.sip_username and settings.sip_password
+            else None
+        )
         self.dialogs: dict[tuple[str, str], Dialog] = {}
         self.lateness: deque[float] = deque(maxlen=LATENESS_SAMPLES)
         self.bad_messages = 0
@@ -624,6 +630,10 @@ class SipAgent(asyncio.DatagramProtocol):
     def _new_call(self, invite: sip.SipMessage, source: tuple[str, int]) -> None:
         if not self.guard.invite_allowed(source[0]):
             self._stateless(invite, source, 503, "Service Unavailable", [("retry-after", "10")])
+            return
+        if self.auth is not None and not self.auth.verify(invite.get("authorization"), "INVITE"):
+            challenges = [("www-authenticate", value) for value in self.auth.challenges()]
+            self._stateless(invite, source, 401, "Unauthorized", challenges)
             return
         if len(self.dialogs) >= self.settings.sip_max_calls:
             self._stateless(invite, source, 503, "Service Unavailable", [("retry-after", "5")])
