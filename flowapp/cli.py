@@ -114,7 +114,9 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--host", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     parser.add_argument("--port", type=int, help="TCP port, 1-65535 (default 8000)")
-    parser.add_argument("--sip-port", type=int, help="also take SIP calls on this UDP port (or FLOWAPP_SIP_PORT)")
+    parser.add_argument(
+        "--sip-port", type=int, help="also take SIP calls on this UDP and TCP port (or FLOWAPP_SIP_PORT)"
+    )
     parser.add_argument("--sip-host", help="interface for SIP and RTP (default: --host; or FLOWAPP_SIP_HOST)")
     parser.add_argument("--rtp-ports", help="UDP port range for call audio (default 20000-20999; or FLOWAPP_RTP_PORTS)")
     parser.add_argument(

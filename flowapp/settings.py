@@ -190,7 +190,7 @@ class ServerSettings(BaseSettings):
     host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=8000, ge=1, le=65535)
     sip_port: int | None = Field(default=None, ge=1, le=65535)
-    """UDP port of the SIP endpoint; None leaves SIP off."""
+    """UDP and TCP port of the SIP endpoint; None leaves SIP off."""
     sip_host: str | None = Field(default=None, min_length=1)
     """Interface the SIP and RTP sockets listen on; `host` when unset."""
     sip_public_address: str | None = Field(default=None, min_length=1)

@@ -7,12 +7,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+import socket
 import time
 
 import httpx
 import pytest
 
 from flowapp import BargeIn, Hangup, Speak, Transfer
+from flowapp.transports.sip import message as sip
 from tests.conftest import StartServer
 from tests.live.calls import LONG_TEXT, RecordingApp
 from tests.sip.peers import Peer, offer, start_sip_server
@@ -284,3 +286,74 @@ def test_with_credentials_set_an_invite_must_answer_the_digest_challenge(live_se
         assert peer.bye().status == 200
     finally:
         peer.close()
+
+
+class TcpCaller:
+    """The scripted caller's SIP over one TCP connection."""
+
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+        self.stream = socket.create_connection(peer.server, timeout=5)
+        peer.send = self.stream.sendall  # type: ignore[method-assign]
+        self._buffer = b""
+
+    def receive(self, timeout: float = 5.0) -> sip.SipMessage:
+        self.stream.settimeout(timeout)
+        while True:
+            head, sep, rest = self._buffer.partition(b"\r\n\r\n")
+            if sep:
+                length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+                if len(rest) >= length:
+                    self._buffer = rest[length:]
+                    return sip.parse(head + sep + rest[:length])
+            data = self.stream.recv(65536)
+            if not data:
+                raise ConnectionError("closed by flowapp")
+            self._buffer += data
+
+
+def test_sip_over_tcp_is_framed_by_content_length_and_bye_comes_back_on_the_connection(
+    live_server: StartServer,
+) -> None:
+    recording = RecordingApp({"session_start": [Speak(text="Goodbye."), Hangup()]})
+    server = start_sip_server(live_server, recording.app)
+    peer = Peer(server.sip_port)
+    caller = TcpCaller(peer)
+    try:
+        peer.receive = caller.receive  # type: ignore[method-assign]
+        options = peer.request("OPTIONS")
+        caller.stream.sendall(b"\r\n\r\n" + options[:30])
+        time.sleep(0.05)
+        caller.stream.sendall(options[30:])
+        assert peer.final().status == 200 and peer.final().status == 200, "two OPTIONS, one split across writes"
+        answer = peer.invite()
+        assert answer.status == 200 and ";transport=tcp" in (answer.get("contact") or "")
+        bye = peer.next_request("BYE", timeout=8)
+        assert bye.require("via").startswith("SIP/2.0/TCP")
+        caller.stream.sendall(sip.response(bye, 200, "OK"))
+        wait_for(lambda: recording.of("session_end"))
+    finally:
+        caller.stream.close()
+        peer.close()
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"INVITE sip:x SIP/2.0\r\nVia: x\r\n\r\n", b"A" * (sip.MAX_MESSAGE_BYTES + 10)],
+    ids=["no-content-length", "endless-headers"],
+)
+def test_a_tcp_stream_that_cannot_be_framed_is_closed(live_server: StartServer, garbage: bytes) -> None:
+    server = start_sip_server(live_server, greeting_app().app)
+    with socket.create_connection(("127.0.0.1", server.sip_port), timeout=5) as stream:
+        stream.sendall(garbage)
+        assert stream.recv(100) == b"", "flowapp closed the connection"
+
+
+def test_a_tcp_connection_from_outside_the_allow_list_is_dropped(live_server: StartServer) -> None:
+    server = start_sip_server(live_server, greeting_app().app, sip_allow=("10.0.0.0/8",))
+    with (
+        socket.create_connection(("127.0.0.1", server.sip_port), timeout=5) as stream,
+        pytest.raises(ConnectionResetError),
+    ):
+        stream.sendall(b"OPTIONS sip:x SIP/2.0\r\n\r\n")
+        stream.recv(100)

@@ -108,11 +108,14 @@ def run_sipp(cwd: Path, sip_port: int, *scenario: str, timeout: float = 40) -> s
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
-def test_sipp_plays_speech_barges_in_sends_a_digit_and_hangs_up(live_server: StartServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["u1", "t1"], ids=["udp", "tcp"])
+def test_sipp_plays_speech_barges_in_sends_a_digit_and_hangs_up(
+    live_server: StartServer, tmp_path: Path, transport: str
+) -> None:
     """`sipp -sn uac_pcap`: 7 s of PCMA speech over the greeting, RFC 2833 digit 1, then BYE."""
     recording = RecordingApp({"session_start": Speak(text=LONG_TEXT, barge_in=BargeIn.immediate())})
     server = start_sip_server(live_server, recording.app)
-    result = run_sipp(tmp_path, server.sip_port, "-sn", "uac_pcap")
+    result = run_sipp(tmp_path, server.sip_port, "-sn", "uac_pcap", "-t", transport)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     wait_for(lambda: recording.of("session_end"))
     ended = recording.of("assistant_speech_ended")

@@ -1,4 +1,4 @@
-"""The SIP user agent: answers INVITEs on a UDP port and runs each call as a live call in the engine.
+"""The SIP user agent: answers INVITEs over UDP and TCP and runs each call as a live call in the engine.
 
 A call is the same live call a media stream makes (`LiveDriver`): the same app, barge-in on its audio,
 listed in `GET /v1/sessions` with transport `sip`, steered by the control API. `hangup` sends BYE,
@@ -37,6 +37,7 @@ from flowapp.stt import make_recognizer
 from flowapp.transports.sip import message as sip
 from flowapp.transports.sip.digest import DigestAuth
 from flowapp.transports.sip.guard import SourceGuard, parse_networks
+from flowapp.transports.sip.links import Link, TcpLink, UdpLink
 from flowapp.transports.sip.rtp import RtpStream
 from flowapp.transports.sip.sdp import Offer, SdpError, negotiate, parse_offer, render_answer
 
@@ -103,10 +104,11 @@ class RtpOutlet:
 class Dialog:
     """One call: its INVITE, tags, route back, RTP stream and live driver."""
 
-    def __init__(self, agent: SipAgent, invite: sip.SipMessage, source: tuple[str, int]) -> None:
+    def __init__(self, agent: SipAgent, invite: sip.SipMessage, link: Link) -> None:
         self.agent = agent
         self.invite = invite
-        self.source = source
+        self.link = link
+        self.source = link.peer
         self.call_id = invite.call_id
         self.remote_tag = invite.from_tag() or ""
         self.local_tag = sip.new_tag()
@@ -179,7 +181,7 @@ class Dialog:
         agent.app.calls.add(self.call, owner=self)
         body = self._sdp(answer)
         self.final_response(
-            200, "OK", [("contact", agent.contact(self.source)), ("content-type", "application/sdp")], body
+            200, "OK", [("contact", agent.contact(self.link)), ("content-type", "application/sdp")], body
         )
         driver.start()
         if offer.on_hold and self.rtp is not None:
@@ -234,7 +236,7 @@ class Dialog:
 
     # Requests in the dialog ----------------------------------------------------------------------
 
-    def on_request(self, request: sip.SipMessage, source: tuple[str, int]) -> None:
+    def on_request(self, request: sip.SipMessage) -> None:
         method = request.method
         if method == "ACK":
             self.confirmed = True
@@ -280,7 +282,7 @@ class Dialog:
         self.invite = request
         self.invite_branch = request.branch
         self.confirmed = False
-        headers = [("contact", self.agent.contact(self.source)), ("content-type", "application/sdp")]
+        headers = [("contact", self.agent.contact(self.link)), ("content-type", "application/sdp")]
         self.final_response(200, "OK", headers, self._sdp(answer))
         self.log.info("re-INVITE: %s", "on hold" if offer.on_hold else "active")
 
@@ -314,7 +316,7 @@ class Dialog:
             headers=[("server", SERVER), *(headers or [])],
             body=body,
         )
-        self.agent.send(data, self.source)
+        self.link.send(data)
         if request.method == "INVITE":
             self.last_invite_response = data
         return data
@@ -338,7 +340,8 @@ class Dialog:
             waited += interval
             if self.confirmed or (self.ended and status < 300):
                 return
-            self.agent.send(data, self.source)
+            if not self.link.reliable:
+                self.link.send(data)
             interval = min(interval * 2, T2)
         if not self.confirmed and status < 300 and not self.ended:
             self.log.warning("no ACK for the 200 OK: the call is ended")
@@ -368,14 +371,14 @@ class Dialog:
         data = sip.render(
             f"{method} {target} SIP/2.0",
             [
-                ("via", f"SIP/2.0/UDP {_host_for_uri(local_host)}:{local_port};branch={branch};rport"),
+                ("via", f"SIP/2.0/{self.link.name} {_host_for_uri(local_host)}:{local_port};branch={branch};rport"),
                 ("max-forwards", "70"),
                 ("from", local),
                 ("to", remote),
                 ("call-id", self.call_id),
                 ("cseq", f"{self.local_cseq} {method}"),
                 *routes,
-                ("contact", self.agent.contact(self.source)),
+                ("contact", self.agent.contact(self.link)),
                 ("user-agent", SERVER),
                 *(headers or []),
             ],
@@ -383,13 +386,14 @@ class Dialog:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[branch] = future
         interval, waited = T1, 0.0
-        self.agent.send(data, self.source)
+        self.link.send(data)
         while waited < TRANSACTION_TIMEOUT:
             try:
                 return await asyncio.wait_for(asyncio.shield(future), interval)
             except TimeoutError:
                 waited += interval
-                self.agent.send(data, self.source)
+                if not self.link.reliable:
+                    self.link.send(data)
                 interval = min(interval * 2, T2)
         self._pending.pop(branch, None)
         return 408
@@ -419,7 +423,7 @@ class Dialog:
         try:
             if refer_to is not None:
                 status = await self.request(
-                    "REFER", [("refer-to", f"<{refer_to}>"), ("referred-by", self.agent.contact(self.source))]
+                    "REFER", [("refer-to", f"<{refer_to}>"), ("referred-by", self.agent.contact(self.link))]
                 )
                 self.log.info("REFER to %s: %d", refer_to, status)
             await self.request("BYE")
@@ -468,7 +472,8 @@ def _host_for_uri(host: str) -> str:
 
 
 class SipAgent(asyncio.DatagramProtocol):
-    """The SIP endpoint on one UDP socket; `start` binds it, `stop` hangs up every call and closes it."""
+    """The SIP endpoint on one UDP socket and a TCP listener on the same port; `start` binds them, `stop`
+    hangs up every call and closes them."""
 
     def __init__(
         self,
@@ -497,14 +502,18 @@ class SipAgent(asyncio.DatagramProtocol):
         self.lateness: deque[float] = deque(maxlen=LATENESS_SAMPLES)
         self.bad_messages = 0
         self._transport: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(self.bind_host, self.port))
         self.port = int(transport.get_extra_info("sockname")[1])
+        self._tcp = await loop.create_server(
+            lambda: TcpLink(self.guard.allowed, self.receive, self._carries_a_call), self.bind_host, self.port
+        )
         logger.info(
-            "SIP endpoint on udp %s:%d, RTP ports %d-%d, callers from %s",
+            "SIP endpoint on udp and tcp %s:%d, RTP ports %d-%d, callers from %s",
             self.bind_host,
             self.port,
             *self.settings.rtp_ports,
@@ -519,6 +528,11 @@ class SipAgent(asyncio.DatagramProtocol):
             await asyncio.wait(tasks, timeout=5.0)
         if self._transport is not None:
             self._transport.close()
+        if self._tcp is not None:
+            self._tcp.close()
+
+    def _carries_a_call(self, link: TcpLink) -> bool:
+        return any(dialog.link is link for dialog in self.dialogs.values())
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is no subclass
@@ -526,9 +540,8 @@ class SipAgent(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         """ICMP port unreachable from a peer that left: the transaction timers deal with it."""
 
-    def send(self, data: bytes, destination: tuple[str, int]) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.sendto(data, destination)
+    def _udp(self) -> asyncio.DatagramTransport | None:
+        return self._transport
 
     # Addresses -----------------------------------------------------------------------------------
 
@@ -547,8 +560,9 @@ class SipAgent(asyncio.DatagramProtocol):
             except OSError:
                 return "127.0.0.1"
 
-    def contact(self, peer: tuple[str, int]) -> str:
-        return f"<sip:flowapp@{_host_for_uri(self.advertised(peer))}:{self.port}>"
+    def contact(self, link: Link) -> str:
+        transport = ";transport=tcp" if link.name == "TCP" else ""
+        return f"<sip:flowapp@{_host_for_uri(self.advertised(link.peer))}:{self.port}{transport}>"
 
     # Receiving -----------------------------------------------------------------------------------
 
@@ -558,32 +572,31 @@ class SipAgent(asyncio.DatagramProtocol):
             return
         if len(data) <= 4 and not data.strip():
             return  # a keep-alive (CRLF ping)
+        self.receive(data, UdpLink(self._udp, source))
+
+    def receive(self, data: bytes, link: Link) -> None:
         try:
             message = sip.parse(data)
-            self._dispatch(message, source)
+            self._dispatch(message, link)
         except sip.SipError as exc:
-            self._bad(data, source, str(exc))
+            self._bad(data, link, str(exc))
         except Exception:
             logger.exception("a SIP message failed; it is dropped, the calls go on")
 
-    def _bad(self, data: bytes, source: tuple[str, int], why: str) -> None:
+    def _bad(self, data: bytes, link: Link, why: str) -> None:
         """Answer 400 when enough of the request is readable to address a response; drop it otherwise."""
         self.bad_messages += 1
         if self.bad_messages <= MAX_LOGGED_BAD:
-            logger.warning("malformed SIP from %s: %s", source[0], why)
+            logger.warning("malformed SIP from %s: %s", link.peer[0], why)
         try:
             loose = _loose_parse(data)
         except sip.SipError:
             return
         if loose.is_request and loose.method != "ACK":
-            self.send(
-                sip.response(
-                    loose, 400, "Bad Request", source=source, headers=[("warning", f'399 flowapp "{why[:80]}"')]
-                ),
-                source,
-            )
+            warning = [("warning", f'399 flowapp "{why[:80]}"')]
+            link.send(sip.response(loose, 400, "Bad Request", source=link.peer, headers=warning))
 
-    def _dispatch(self, message: sip.SipMessage, source: tuple[str, int]) -> None:
+    def _dispatch(self, message: sip.SipMessage, link: Link) -> None:
         if not message.is_request:
             key = (message.call_id, message.to_tag() or "")
             dialog = self.dialogs.get(key)
@@ -596,49 +609,45 @@ class SipAgent(asyncio.DatagramProtocol):
         if dialog is not None:
             if method == "INVITE" and message.to_tag() is None:
                 if dialog.last_invite_response is not None and message.branch == dialog.invite_branch:
-                    self.send(dialog.last_invite_response, source)
+                    link.send(dialog.last_invite_response)
                 return
-            dialog.on_request(message, source)
+            dialog.on_request(message)
             return
         if method == "INVITE" and message.to_tag() is None:
-            self._new_call(message, source)
+            self._new_call(message, link)
         elif method == "OPTIONS":
-            self._stateless(message, source, 200, "OK", [("allow", ALLOW), ("accept", "application/sdp")])
+            self._stateless(message, link, 200, "OK", [("allow", ALLOW), ("accept", "application/sdp")])
         elif method == "ACK":
             return
         elif method in ("BYE", "CANCEL", "INFO", "INVITE", "NOTIFY"):
-            self._stateless(message, source, 481, "Call/Transaction Does Not Exist")
+            self._stateless(message, link, 481, "Call/Transaction Does Not Exist")
         else:
-            self._stateless(message, source, 405, "Method Not Allowed", [("allow", ALLOW)])
+            self._stateless(message, link, 405, "Method Not Allowed", [("allow", ALLOW)])
 
     def _stateless(
         self,
         request: sip.SipMessage,
-        source: tuple[str, int],
+        link: Link,
         status: int,
         reason: str,
         headers: list[tuple[str, str]] | None = None,
     ) -> None:
         tag = sip.new_tag() if request.to_tag() is None else None
-        self.send(
-            sip.response(
-                request, status, reason, to_tag=tag, source=source, headers=[("server", SERVER), *(headers or [])]
-            ),
-            source,
-        )
+        extra = [("server", SERVER), *(headers or [])]
+        link.send(sip.response(request, status, reason, to_tag=tag, source=link.peer, headers=extra))
 
-    def _new_call(self, invite: sip.SipMessage, source: tuple[str, int]) -> None:
-        if not self.guard.invite_allowed(source[0]):
-            self._stateless(invite, source, 503, "Service Unavailable", [("retry-after", "10")])
+    def _new_call(self, invite: sip.SipMessage, link: Link) -> None:
+        if not self.guard.invite_allowed(link.peer[0]):
+            self._stateless(invite, link, 503, "Service Unavailable", [("retry-after", "10")])
             return
         if self.auth is not None and not self.auth.verify(invite.get("authorization"), "INVITE"):
             challenges = [("www-authenticate", value) for value in self.auth.challenges()]
-            self._stateless(invite, source, 401, "Unauthorized", challenges)
+            self._stateless(invite, link, 401, "Unauthorized", challenges)
             return
         if len(self.dialogs) >= self.settings.sip_max_calls:
-            self._stateless(invite, source, 503, "Service Unavailable", [("retry-after", "5")])
+            self._stateless(invite, link, 503, "Service Unavailable", [("retry-after", "5")])
             return
-        dialog = Dialog(self, invite, source)
+        dialog = Dialog(self, invite, link)
         self.dialogs[dialog.key] = dialog
         task = asyncio.create_task(self._answer(dialog), name="flowapp-sip-answer")
         self._tasks.add(task)
