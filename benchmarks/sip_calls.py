@@ -140,11 +140,18 @@ def serve(http_port: int, sip_port: int) -> None:
 
 
 def _free_port() -> int:
+    """Free for UDP and TCP alike: the SIP endpoint listens on both."""
     import socket
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe, socket.socket() as tcp:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+            try:
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def _cpu_seconds(pid: int) -> float:
