@@ -177,7 +177,12 @@ def test_the_control_api_lists_the_call_and_hangup_sends_bye(live_server: StartS
         peer.close()
 
 
-def test_transfer_sends_refer_to_the_target_then_bye(live_server: StartServer) -> None:
+def _notify_transfer(peer: Peer, status_line: str) -> None:
+    sipfrag = [("event", "refer"), ("subscription-state", "terminated"), ("content-type", "message/sipfrag")]
+    peer.request("NOTIFY", status_line.encode() + b"\r\n", sipfrag)
+
+
+def test_transfer_sends_refer_to_the_target_then_bye_once_the_target_answered(live_server: StartServer) -> None:
     recording = RecordingApp({"dtmf_received": Transfer(target_phone_number="+4930999")})
     server = start_sip_server(live_server, recording.app)
     peer = Peer(server.sip_port)
@@ -189,9 +194,40 @@ def test_transfer_sends_refer_to_the_target_then_bye(live_server: StartServer) -
         assert refer.get("refer-to") == "<sip:+4930999@127.0.0.1>"
         assert refer.to_tag() == peer.tag and refer.call_id == peer.call_id
         peer.answer_request(refer, 202, "Accepted")
+        _notify_transfer(peer, "SIP/2.0 200 OK")
         peer.answer_request(peer.next_request("BYE"))
         wait_for(lambda: recording.of("session_end"))
         assert recording.of("session_end")[0].reason == "transfer"
+        assert len(recording.of("session_start")) == 1
+    finally:
+        peer.close()
+
+
+@pytest.mark.parametrize("failure", ["refer-declined", "target-busy"])
+def test_a_failed_transfer_with_a_timeout_brings_the_call_back_with_a_new_session_start(
+    live_server: StartServer, failure: str
+) -> None:
+    recording = RecordingApp({"dtmf_received": Transfer(target_phone_number="+4930999", timeout=10)})
+    server = start_sip_server(live_server, recording.app)
+    peer = Peer(server.sip_port)
+    try:
+        assert peer.invite().status == 200
+        peer.send_rtp(0, b"\xff" * 160)
+        peer.key_press(1, timestamp=8000)
+        refer = peer.next_request("REFER")
+        if failure == "refer-declined":
+            peer.answer_request(refer, 603, "Decline")
+        else:
+            peer.answer_request(refer, 202, "Accepted")
+            _notify_transfer(peer, "SIP/2.0 486 Busy Here")
+        wait_for(lambda: len(recording.of("session_start")) == 2)
+        first, second = recording.of("session_start")
+        assert first.session.id == second.session.id
+        peer.drain_rtp()
+        assert len(peer.rtp_packets(5)) == 5, "the call's audio goes on"
+        assert peer.bye().status == 200
+        wait_for(lambda: len(recording.of("session_end")) == 2)
+        assert [e.reason for e in recording.of("session_end")] == ["transfer", "caller_hangup"]
     finally:
         peer.close()
 

@@ -52,6 +52,7 @@ SERVER = "flowapp"
 MAX_LOGGED_BAD = 20
 LATENESS_SAMPLES = 100_000
 """RTP send-lateness samples kept across all calls (for the benchmark); the oldest are dropped."""
+_SIPFRAG = re.compile(r"^\s*SIP/2\.0 ([1-6][0-9]{2})")
 _INFO_DIGIT = re.compile(r"^\s*(?:Signal\s*=\s*)?([0-9*#])\s*$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -125,6 +126,8 @@ class Dialog:
         self.confirmed = False
         self.cancelled = False
         self.ended = False
+        self.remote_ended = False
+        self._transfer_outcome: asyncio.Future[int] | None = None
         self.last_invite_response: bytes | None = None
         self.invite_branch = invite.branch
         self._retransmit: asyncio.Task[None] | None = None
@@ -157,24 +160,13 @@ class Dialog:
         self.info = info
         self.log = call_logger(logger, info.id, transport="sip", call_id=self.call_id[:64])
         try:
-            driver = await asyncio.to_thread(
-                LiveDriver,
-                info,
-                agent.responder,
-                agent.renderer,
-                RtpOutlet(self),
-                config=agent.engine_config(),
-                recognizer=make_recognizer(
-                    agent.settings.recognizer, live=True, workers=agent.settings.recognizer_workers
-                ),
-                jitter_frames=agent.settings.media_jitter_frames,
-            )
+            driver = await self._new_driver(info)
         except Exception:
             self.log.exception("setting up the call failed")
             self.final_response(500, "Server Internal Error")
             return
         if self.cancelled or self.ended:
-            self._finish_without_call()
+            self._release()
             return
         self.driver = driver
         self.call = SipCall(info, driver, self.call_id)
@@ -187,6 +179,21 @@ class Dialog:
         if offer.on_hold and self.rtp is not None:
             self.rtp.hold(True)
         self.log.info("SIP call answered", extra={"codec": answer.codec, "peer": self.source[0]})
+
+    async def _new_driver(self, info: SessionInfo) -> LiveDriver:
+        """Built off the event loop: a neural VAD loads its model."""
+        agent = self.agent
+        settings = agent.settings
+        return await asyncio.to_thread(
+            LiveDriver,
+            info,
+            agent.responder,
+            agent.renderer,
+            RtpOutlet(self),
+            config=agent.engine_config(),
+            recognizer=make_recognizer(settings.recognizer, live=True, workers=settings.recognizer_workers),
+            jitter_frames=settings.media_jitter_frames,
+        )
 
     async def _open_rtp(self, offer: Offer) -> bool:
         agent = self.agent
@@ -245,6 +252,7 @@ class Dialog:
             return
         if method == "BYE":
             self.send_response(request, 200, "OK")
+            self.remote_ended = True
             self.end("caller_hangup")
         elif method == "CANCEL":
             self.send_response(request, 200, "OK")
@@ -256,7 +264,10 @@ class Dialog:
             self._reinvite(request)
         elif method == "INFO":
             self._info(request)
-        elif method == "NOTIFY" or method == "OPTIONS":
+        elif method == "NOTIFY":
+            self.send_response(request, 200, "OK")
+            self._transfer_progress(request)
+        elif method == "OPTIONS":
             self.send_response(request, 200, "OK", [("allow", ALLOW)])
         else:
             self.send_response(request, 405, "Method Not Allowed", [("allow", ALLOW)])
@@ -421,14 +432,61 @@ class Dialog:
 
     async def _bye(self, reason: str, refer_to: str | None) -> None:
         try:
-            if refer_to is not None:
-                status = await self.request(
-                    "REFER", [("refer-to", f"<{refer_to}>"), ("referred-by", self.agent.contact(self.link))]
-                )
-                self.log.info("REFER to %s: %d", refer_to, status)
-            await self.request("BYE")
+            if refer_to is not None and not await self._transferred(refer_to) and not self.remote_ended:
+                timeout = self.driver.engine.transfer.timeout if self.driver and self.driver.engine.transfer else None
+                if timeout is not None and await self._resume():
+                    return
+            if not self.remote_ended:
+                await self.request("BYE")
         finally:
-            await self._close(reason)
+            if self.ended:
+                await self._close(reason)
+
+    async def _transferred(self, target: str) -> bool:
+        """REFER, then the NOTIFYs' sipfrag says how the transfer went (RFC 3515). Without a final NOTIFY
+        within the action's `timeout` (or 32 s), an accepted REFER counts as done."""
+        transfer = self.driver.engine.transfer if self.driver is not None else None
+        self._transfer_outcome = asyncio.get_running_loop().create_future()
+        status = await self.request(
+            "REFER", [("refer-to", f"<{target}>"), ("referred-by", self.agent.contact(self.link))]
+        )
+        self.log.info("REFER to %s: %d", target, status)
+        if not 200 <= status < 300:
+            return False
+        wait = transfer.timeout if transfer is not None and transfer.timeout else TRANSACTION_TIMEOUT
+        try:
+            outcome = await asyncio.wait_for(self._transfer_outcome, wait)
+        except TimeoutError:
+            return True
+        self.log.info("transfer to %s: %d", target, outcome)
+        return 200 <= outcome < 300
+
+    def _transfer_progress(self, notify: sip.SipMessage) -> None:
+        kind = (notify.get("content-type") or "").split(";")[0].strip().lower()
+        match = _SIPFRAG.match(notify.body.decode("utf-8", "replace")) if kind == "message/sipfrag" else None
+        outcome = self._transfer_outcome
+        if match is not None and int(match.group(1)) >= 200 and outcome is not None and not outcome.done():
+            outcome.set_result(int(match.group(1)))
+
+    async def _resume(self) -> bool:
+        """The protocol's rule for a failed transfer with a timeout: the call comes back to the app, with a
+        new `session_start` for the same session."""
+        assert self.driver is not None and self.info is not None
+        await self.driver.stop("transfer")
+        try:
+            driver = await self._new_driver(self.info)
+        except Exception:
+            self.log.exception("taking the call back after a failed transfer failed")
+            return False
+        if self.remote_ended:
+            return False
+        self.ended = False
+        self.driver = driver
+        self.call = SipCall(self.info, driver, self.call_id)
+        self.agent.app.calls.add(self.call, owner=self)
+        driver.start()
+        self.log.info("transfer failed: the call is back with the app")
+        return True
 
     def end(self, reason: str) -> None:
         """The far end ended the call (BYE, CANCEL) or it never got going."""
@@ -437,7 +495,7 @@ class Dialog:
         self.ended = True
         self._teardown = asyncio.create_task(self._close(reason), name="flowapp-sip-end")
 
-    def _finish_without_call(self) -> None:
+    def _release(self) -> None:
         if self.info is not None:
             self.agent.app.calls.remove(self.info.id, owner=self)
         if self.rtp_transport is not None:
@@ -456,7 +514,7 @@ class Dialog:
                     },
                 )
         finally:
-            self._finish_without_call()
+            self._release()
             if self._retransmit is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._retransmit  # an error response keeps the dialog until its ACK absorbs it
