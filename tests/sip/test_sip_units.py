@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from flowapp.cli import main
 from flowapp.settings import ServerSettings, SettingsError
 from flowapp.transports.sip import message as sip
 from flowapp.transports.sip.guard import SourceGuard, parse_networks
@@ -158,3 +159,19 @@ def test_sip_settings_are_validated() -> None:
     ):
         with pytest.raises(SettingsError, match=field):
             ServerSettings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--sip-port", "0"], "--sip-port: input should be greater than or equal to 1"),
+        (["--sip-port", "5060", "--rtp-ports", "20000"], "--rtp-ports: must be a port range like 20000-20999"),
+        (["--sip-port", "5060", "--sip-allow", "10.0.0.0/8,everyone"], "--sip-allow: 'everyone' is not a network"),
+    ],
+)
+def test_bad_sip_flags_exit_2_naming_the_flag(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FLOWAPP_SIP_PORT", raising=False)
+    assert main(["serve", *flags]) == 2
+    assert message in capsys.readouterr().err
