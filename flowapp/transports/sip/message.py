@@ -236,11 +236,10 @@ def response(
 def _stamp_via(via: str, source: tuple[str, int]) -> str:
     """RFC 3581: `received` and a filled-in `rport`, so the response finds its way back through a NAT."""
     first, comma, rest = via.partition(",")
-    parts = [
-        p for p in first.split(";") if p.strip().lower() not in ("rport",) and not p.strip().startswith("received=")
-    ]
-    parts[1:1] = (
-        [f"received={source[0]}", f"rport={source[1]}"] if ";rport" in first.lower() else [f"received={source[0]}"]
-    )
-    stamped = parts[0] + "".join(";" + p.strip() for p in parts[1:])
-    return stamped + comma + rest
+    sent_by, *params = (part.strip() for part in first.split(";"))
+    names = [param.split("=")[0].lower() for param in params]
+    kept = [param for param, name in zip(params, names, strict=True) if name not in ("rport", "received")]
+    stamped = [sent_by, *kept, f"received={source[0]}"]
+    if "rport" in names:
+        stamped.append(f"rport={source[1]}")
+    return ";".join(stamped) + comma + rest
