@@ -200,6 +200,8 @@ async def _leave_cluster(server: Starlette, cluster: Cluster) -> None:
     if isinstance(app.store, RedisSessionStore):
         app.store = app.store.local
     await cluster.client.aclose()
+
+
 async def _start_sip(server: Starlette) -> SipAgent | None:
     """The SIP endpoint (`sip_port`), answering with the same responder, renderer and engine options as `/media`."""
     settings: ServerSettings = server.state.settings

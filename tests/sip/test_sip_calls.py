@@ -9,6 +9,7 @@ import itertools
 import re
 import socket
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -393,3 +394,19 @@ def test_a_tcp_connection_from_outside_the_allow_list_is_dropped(live_server: St
     ):
         stream.sendall(b"OPTIONS sip:x SIP/2.0\r\n\r\n")
         stream.recv(100)
+
+
+def test_with_a_record_dir_a_sip_call_is_recorded(live_server: StartServer, tmp_path: Path) -> None:
+    recording = greeting_app()
+    server = start_sip_server(live_server, recording.app, record_dir=str(tmp_path))
+    peer = Peer(server.sip_port)
+    try:
+        assert peer.invite().status == 200
+        for _ in range(10):
+            peer.send_rtp(0, b"\xff" * 160)
+        assert peer.bye().status == 200
+        wait_for(lambda: recording.of("session_end"))
+    finally:
+        peer.close()
+    session_id = recording.of("session_start")[0].session.id
+    wait_for(lambda: any(session_id in str(path) for path in tmp_path.rglob("*")))

@@ -25,11 +25,14 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from flowapp.app import FlowApp
+from flowapp.engine.call import EngineConfig
 from flowapp.engine.live import LiveDriver
 from flowapp.engine.render import Renderer
 from flowapp.logs import call_logger
 from flowapp.protocol.actions import Action
 from flowapp.protocol.events import SessionInfo
+from flowapp.recording.store import RecordingError, recorder_for
+from flowapp.recording.tap import CallRecording
 from flowapp.responder import Responder
 from flowapp.session import NotConnected, describe_call
 from flowapp.settings import ServerSettings
@@ -40,6 +43,7 @@ from flowapp.transports.sip.guard import SourceGuard, parse_networks
 from flowapp.transports.sip.links import Link, TcpLink, UdpLink
 from flowapp.transports.sip.rtp import RtpStream
 from flowapp.transports.sip.sdp import Offer, SdpError, negotiate, parse_offer, render_answer
+from flowapp.workers import SETUP
 
 logger = logging.getLogger("flowapp.sip")
 
@@ -181,18 +185,20 @@ class Dialog:
         self.log.info("SIP call answered", extra={"codec": answer.codec, "peer": self.source[0]})
 
     async def _new_driver(self, info: SessionInfo) -> LiveDriver:
-        """Built off the event loop: a neural VAD loads its model."""
+        """Built on the set-up threads, off the event loop: a neural VAD loads its model."""
         agent = self.agent
         settings = agent.settings
-        return await asyncio.to_thread(
+        config = agent.engine_config()
+        return await SETUP.run(
             LiveDriver,
             info,
             agent.responder,
             agent.renderer,
             RtpOutlet(self),
-            config=agent.engine_config(),
+            config=config,
             recognizer=make_recognizer(settings.recognizer, live=True, workers=settings.recognizer_workers),
             jitter_frames=settings.media_jitter_frames,
+            recording=_recording(settings, info, config),
         )
 
     async def _open_rtp(self, offer: Offer) -> bool:
@@ -519,6 +525,18 @@ class Dialog:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._retransmit  # an error response keeps the dialog until its ACK absorbs it
             self.agent.forget(self)
+
+
+def _recording(settings: ServerSettings, info: SessionInfo, config: EngineConfig) -> CallRecording | None:
+    """With `record_dir`, SIP calls are recorded like media calls."""
+    if settings.record_dir is None:
+        return None
+    try:
+        recorder = recorder_for(settings.record_dir, settings.record_keep)
+    except RecordingError as exc:
+        logger.error("%s; the call goes on unrecorded", exc)
+        return None
+    return recorder.start(info, config, transport="sip", recognizer_name=settings.recognizer)
 
 
 def _factory(stream: RtpStream) -> Callable[[], RtpStream]:
