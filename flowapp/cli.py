@@ -229,6 +229,14 @@ def _serve(args: argparse.Namespace) -> int:
         except (ModelError, ImportError) as exc:
             print(f"flowapp serve: error: recognizer {settings.recognizer!r}: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    if settings.sip_port is not None:
+        from flowapp.transports.sip.agent import check_sip_port
+
+        try:
+            check_sip_port(settings)
+        except OSError as exc:
+            print(f"flowapp serve: error: --sip-port: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     config = uvicorn_config(create_server(app, settings), settings, log_config=None, log_level=args.log_level)
     uvicorn.Server(config).run()
     return 0

@@ -3,6 +3,8 @@ buffer, key presses, the allow-list and the INVITE rate limit."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from flowapp.cli import main
@@ -175,3 +177,11 @@ def test_bad_sip_flags_exit_2_naming_the_flag(
     monkeypatch.delenv("FLOWAPP_SIP_PORT", raising=False)
     assert main(["serve", *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_sip_port_that_is_taken_exits_2_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        assert main(["serve", "--sip-port", str(port), "--recognizer", "none"]) == 2
+    assert f"--sip-port: cannot listen on udp 127.0.0.1:{port}" in capsys.readouterr().err

@@ -42,7 +42,7 @@ from flowapp.transports.sip.digest import DigestAuth
 from flowapp.transports.sip.guard import SourceGuard, parse_networks
 from flowapp.transports.sip.links import Link, TcpLink, UdpLink
 from flowapp.transports.sip.rtp import RtpStream
-from flowapp.transports.sip.sdp import Offer, SdpError, negotiate, parse_offer, render_answer
+from flowapp.transports.sip.sdp import Answer, Offer, SdpError, negotiate, parse_offer, render_answer
 from flowapp.workers import SETUP
 
 logger = logging.getLogger("flowapp.sip")
@@ -227,7 +227,7 @@ class Dialog:
         self.log.error("no free RTP port in %d-%d", low, high)
         return False
 
-    def _sdp(self, answer: Any) -> bytes:
+    def _sdp(self, answer: Answer) -> bytes:
         assert self.rtp is not None
         return render_answer(
             answer, self.agent.advertised(self.source), self.rtp.port, self.sdp_session, self.sdp_version
@@ -539,6 +539,22 @@ def _recording(settings: ServerSettings, info: SessionInfo, config: EngineConfig
     return recorder.start(info, config, transport="sip", recognizer_name=settings.recognizer)
 
 
+def check_sip_port(settings: ServerSettings) -> None:
+    """Raise OSError, saying where, when the SIP port cannot be bound for UDP and TCP (taken, or no such interface)."""
+    host = settings.sip_host or settings.host
+    assert settings.sip_port is not None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(family, kind) as probe:
+            if kind == socket.SOCK_STREAM:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, settings.sip_port))
+            except OSError as exc:
+                proto = "udp" if kind == socket.SOCK_DGRAM else "tcp"
+                raise OSError(f"cannot listen on {proto} {host}:{settings.sip_port}: {exc.strerror or exc}") from None
+
+
 def _factory(stream: RtpStream) -> Callable[[], RtpStream]:
     return lambda: stream
 
@@ -557,7 +573,7 @@ class SipAgent(asyncio.DatagramProtocol):
         app: FlowApp,
         responder: Responder,
         renderer: Renderer,
-        engine_config: Callable[[], Any],
+        engine_config: Callable[[], EngineConfig],
     ) -> None:
         self.settings = settings
         self.app = app
