@@ -6,11 +6,12 @@ The server (the live-call benchmark's bot, `benchmarks.live_app:app`, with the w
 runs in a subprocess pinned to CPU 0, SIPp on CPU 1. Each call plays sip-tester's 7 s PCMA speech capture
 three times over the bot's talking, so every utterance barges in, then hangs up. Once all calls are up, the
 server's CPU and the lateness of every RTP packet it sends (against the call's 20 ms grid, measured in the
-server as the packet leaves) are taken over a steady window.
+server as the packet leaves; the grid is the earliest the call kept over the last second) are taken over
+a steady window.
 
 Reported: concurrent calls in the window, server CPU (share of one core), what else kept that core busy
 (other processes and hypervisor steal: on a shared host it decides the tail), p50 / p99 / max RTP send
-lateness, the gaps (ticks skipped after a stall), and SIPp's successful and failed calls.
+lateness, the stalls (a packet over 100 ms late: ticks were skipped), and SIPp's successful and failed calls.
 """
 
 from __future__ import annotations
@@ -114,9 +115,12 @@ def serve(http_port: int, sip_port: int) -> None:
         agent = request.app.state.sip_agent
         if request.method == "POST":
             agent.lateness.clear()
+            for dialog in agent.dialogs.values():
+                if dialog.rtp is not None:
+                    dialog.rtp.stalls = 0
             return JSONResponse({})
         samples = sorted(agent.lateness)
-        gaps = sum(d.rtp.gaps for d in agent.dialogs.values() if d.rtp is not None)
+        stalls = sum(d.rtp.stalls for d in agent.dialogs.values() if d.rtp is not None)
 
         def pick(q: float) -> float:
             return samples[min(len(samples) - 1, int(q * len(samples)))] * 1000 if samples else 0.0
@@ -128,7 +132,7 @@ def serve(http_port: int, sip_port: int) -> None:
                 "p50": pick(0.5),
                 "p99": pick(0.99),
                 "max": pick(1.0),
-                "gaps": gaps,
+                "stalls": stalls,
             }
         )
 
@@ -270,7 +274,7 @@ def main() -> None:
         (workdir / "pcap").symlink_to(SIPP_MEDIA)
         (workdir / "long.xml").write_text(LONG_CALL)
         print(
-            "calls  in window  server CPU  others on its core  RTP late p50 / p99 / max (ms)  packets  gaps"
+            "calls  in window  server CPU  others on its core  RTP late p50 / p99 / max (ms)  packets  stalls"
             "  SIPp ok / failed"
         )
         for calls in (int(n) for n in args.calls.split(",")):
@@ -278,7 +282,7 @@ def main() -> None:
             print(
                 f"{calls:5d}  {f['calls']:9d}  {f['cpu']:9.0f}%  {f['others']:17.0f}%"
                 f"  {f['p50']:8.1f} / {f['p99']:5.1f} / {f['max']:6.1f}"
-                f"        {f['packets']:7d}  {f['gaps']:4d}  {f['ok']:7d} / {f['failed']}",
+                f"        {f['packets']:7d}  {f['stalls']:4d}  {f['ok']:7d} / {f['failed']}",
                 flush=True,
             )
 

@@ -28,8 +28,11 @@ REORDER_DEPTH = 3
 RESYNC_DISTANCE = 100
 """A sequence jump this large is a new stream (a restarted sender), not loss."""
 MAX_RTP_BYTES = 1500
-LATE_ANCHOR_SECONDS = 0.1
-"""A packet sent this much after its slot marks a gap (ticks were skipped): the send grid starts anew."""
+GRID_PACKETS = 50
+"""Send lateness is measured against the earliest 20 ms grid the stream kept over this many packets (1 s), so
+a deliberate move of the call's tick slot is forgotten within a second."""
+STALL_SECONDS = 0.1
+"""A packet sent this much after its slot marks a stall (ticks were skipped): the grid starts anew."""
 _HEADER = struct.Struct("!BBHII")
 _ULAW_SILENCE = b"\xff" * FRAME_BYTES
 _DIGITS = "0123456789*#"
@@ -148,7 +151,7 @@ class RtpStream(asyncio.DatagramProtocol):
         self.packets_in = 0
         self.packets_out = 0
         self.bad_packets = 0
-        self.gaps = 0
+        self.stalls = 0
         self._hosts = hosts
         self._on_audio = on_audio
         self._on_digit = on_digit
@@ -160,7 +163,7 @@ class RtpStream(asyncio.DatagramProtocol):
         self._timestamp = secrets.randbits(32)
         self._marker = True
         self._lateness = lateness
-        self._anchor: float | None = None
+        self._grid: deque[tuple[int, float]] = deque()
         self._slot = 0
 
     # Socket --------------------------------------------------------------------------------------
@@ -224,23 +227,24 @@ class RtpStream(asyncio.DatagramProtocol):
         """A re-INVITE put the call on hold (nothing is sent) or took it off (the next packet has the marker)."""
         if not on_hold and not self.sending:
             self._marker = True
-            self._anchor = None
+            self._grid.clear()
         self.sending = not on_hold
 
     def _measure(self) -> None:
-        """How late this packet left against the call's 20 ms grid (the earliest the stream ever kept)."""
+        """How late this packet left against the call's 20 ms grid (a sliding minimum over `GRID_PACKETS`)."""
         if self._lateness is None:
             return
-        now = time.monotonic()
-        if self._anchor is None:
-            self._anchor, self._slot = now, 0
-            return
         self._slot += 1
-        late = now - (self._anchor + self._slot * 0.02)
-        if late < 0:
-            self._anchor += late
-            late = 0.0
-        elif late > LATE_ANCHOR_SECONDS:
-            self.gaps += 1
-            self._anchor, self._slot = now, 0
+        offset = time.monotonic() - self._slot * 0.02
+        grid = self._grid
+        while grid and grid[-1][1] >= offset:
+            grid.pop()
+        grid.append((self._slot, offset))
+        if grid[0][0] <= self._slot - GRID_PACKETS:
+            grid.popleft()
+        late = offset - grid[0][1]
+        if late > STALL_SECONDS:
+            self.stalls += 1
+            grid.clear()
+            grid.append((self._slot, offset))
         self._lateness.append(late)
