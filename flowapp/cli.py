@@ -69,7 +69,9 @@ environment (a flag wins over its variable; prefer variables for secrets, flags 
   FLOWAPP_RECOGNIZER, FLOWAPP_VAD_DETECTOR, FLOWAPP_MAX_MEDIA_MESSAGE_BYTES, FLOWAPP_MEDIA_JITTER_FRAMES,
   FLOWAPP_HEADER_TIMEOUT (seconds, default 10), FLOWAPP_BODY_TIMEOUT (seconds, default 30),
   FLOWAPP_MAX_CONNECTIONS (default 1000), FLOWAPP_REDIS_URL (redis://HOST:6379/0: run several instances),
-  FLOWAPP_RECORD_DIR, FLOWAPP_RECORD_KEEP (default 100)
+  FLOWAPP_RECORD_DIR, FLOWAPP_RECORD_KEEP (default 100), FLOWAPP_SIP_PORT, FLOWAPP_SIP_HOST,
+  FLOWAPP_RTP_PORTS, FLOWAPP_SIP_ALLOW, FLOWAPP_SIP_PUBLIC_ADDRESS, FLOWAPP_SIP_INVITE_RATE,
+  FLOWAPP_SIP_INVITE_BURST, FLOWAPP_SIP_MAX_CALLS, FLOWAPP_SIP_TRANSFER_URI
 every value is checked at startup; a bad one exits with status 2 naming the flag or variable
 """
 
@@ -112,6 +114,15 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--host", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     parser.add_argument("--port", type=int, help="TCP port, 1-65535 (default 8000)")
+    parser.add_argument(
+        "--sip-port", type=int, help="also take SIP calls on this UDP and TCP port (or FLOWAPP_SIP_PORT)"
+    )
+    parser.add_argument("--sip-host", help="interface for SIP and RTP (default: --host; or FLOWAPP_SIP_HOST)")
+    parser.add_argument("--rtp-ports", help="UDP port range for call audio (default 20000-20999; or FLOWAPP_RTP_PORTS)")
+    parser.add_argument(
+        "--sip-allow",
+        help="comma-separated networks that may send SIP and RTP (default 127.0.0.0/8,::1/128; or FLOWAPP_SIP_ALLOW)",
+    )
     parser.add_argument("--api-token", help="require this X-API-TOKEN on the webhook and the WebSocket")
     parser.add_argument("--webhook-secret", help="require an x-sipgate-signature HMAC-SHA256 of each body")
     parser.add_argument("--control-token", help="enable the /v1 control API behind this bearer token")
@@ -145,6 +156,10 @@ def _recognizer_name(raw: str) -> str:
 _FLAG_FIELDS = (
     "host",
     "port",
+    "sip_port",
+    "sip_host",
+    "rtp_ports",
+    "sip_allow",
     "api_token",
     "webhook_secret",
     "control_token",
@@ -213,6 +228,14 @@ def _serve(args: argparse.Namespace) -> int:
             make_recognizer(settings.recognizer, live=True, workers=settings.recognizer_workers)
         except (ModelError, ImportError) as exc:
             print(f"flowapp serve: error: recognizer {settings.recognizer!r}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    if settings.sip_port is not None:
+        from flowapp.transports.sip.agent import check_sip_port
+
+        try:
+            check_sip_port(settings)
+        except OSError as exc:
+            print(f"flowapp serve: error: --sip-port: {exc}", file=sys.stderr)
             return EXIT_USAGE
     config = uvicorn_config(create_server(app, settings), settings, log_config=None, log_level=args.log_level)
     uvicorn.Server(config).run()

@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute
 
 from flowapp.app import FlowApp
 from flowapp.cluster import Cluster, new_instance_id
+from flowapp.engine.render import Renderer
 from flowapp.journal import INSTANCE_LOST, LiveCallJournal
 from flowapp.logs import redact_server_logs
 from flowapp.metrics import CallCounter, watch_event_loop
@@ -39,6 +40,7 @@ from flowapp.transports.direct import DirectWebSocketProtocol
 from flowapp.transports.errors import error_response
 from flowapp.transports.origin import BrowserGuard
 from flowapp.transports.remote import responder_for
+from flowapp.transports.sip.agent import SipAgent
 from flowapp.watchdog import LoopWatchdog
 
 logger = logging.getLogger("flowapp.server")
@@ -118,6 +120,7 @@ async def _lifespan(server: Starlette) -> AsyncIterator[None]:
     calls = CallCounter()
     server.state.flowapp.calls.watch(calls)
     loop_watch = asyncio.create_task(watch_event_loop(), name="flowapp-loop-lag")
+    sip_agent = await _start_sip(server)
     # Everything loaded so far (modules, the app, its models) lives as long as the server: left out of the
     # garbage collector's full passes, which otherwise stall every live call's audio for tens of ms.
     gc.freeze()
@@ -133,6 +136,8 @@ async def _lifespan(server: Starlette) -> AsyncIterator[None]:
     watchdog.stop()
     loop_watch.cancel()
     server.state.flowapp.calls.unwatch(calls)
+    if sip_agent is not None:
+        await sip_agent.stop()
     if journal is not None and recovery is not None:
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(recovery, RECOVERY_GRACE_SECONDS)
@@ -195,6 +200,23 @@ async def _leave_cluster(server: Starlette, cluster: Cluster) -> None:
     if isinstance(app.store, RedisSessionStore):
         app.store = app.store.local
     await cluster.client.aclose()
+
+
+async def _start_sip(server: Starlette) -> SipAgent | None:
+    """The SIP endpoint (`sip_port`), answering with the same responder, renderer and engine options as `/media`."""
+    settings: ServerSettings = server.state.settings
+    if settings.sip_port is None:
+        return None
+    responder: Responder = server.state.responder
+    renderer = getattr(server.state, "media_renderer", None)
+    if renderer is None:
+        renderer = server.state.media_renderer = Renderer()
+    agent = SipAgent(
+        settings, server.state.flowapp, responder, renderer, lambda: media.engine_config(settings, responder)
+    )
+    await agent.start()
+    server.state.sip_agent = agent
+    return agent
 
 
 RECOVERY_GRACE_SECONDS = 5.0

@@ -7,13 +7,14 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources import EnvSettingsSource
 from pydantic_settings.sources.utils import parse_env_vars
 from redis.asyncio.connection import parse_url
 
 from flowapp.stt import check_recognizer
+from flowapp.transports.sip.guard import parse_networks
 
 MIB = 1024 * 1024
 KIB = 1024
@@ -77,6 +78,30 @@ def _folder_or_off(value: object) -> object:
 def _journal(value: object) -> object:
     if isinstance(value, str):
         return None if value.strip().lower() in _OFF else os.path.expanduser(value)
+    return value
+
+
+def _networks(value: object) -> object:
+    """Comma-separated in the environment: CIDR networks or single addresses."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list | tuple):
+        return value
+    return tuple(str(n) for n in parse_networks([str(entry) for entry in value]))
+
+
+def _port_range(value: object) -> object:
+    """`20000-20999` in the environment and on the command line."""
+    if isinstance(value, str):
+        low, dash, high = value.strip().partition("-")
+        if not dash or not low.strip().isdigit() or not high.strip().isdigit():
+            raise ValueError(f"must be a port range like 20000-20999, got {value!r}")
+        value = (int(low), int(high))
+    if isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        low, high = value
+        if not 1024 <= low <= high <= 65535 or high - low < 1:
+            raise ValueError(f"must be two ports 1024-65535, the first below the second, got {low}-{high}")
+        return (low, high)
     return value
 
 
@@ -164,6 +189,30 @@ class ServerSettings(BaseSettings):
     """Recordings kept in `record_dir`; the oldest are deleted when a new call starts."""
     host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=8000, ge=1, le=65535)
+    sip_port: int | None = Field(default=None, ge=1, le=65535)
+    """UDP and TCP port of the SIP endpoint; None leaves SIP off."""
+    sip_host: str | None = Field(default=None, min_length=1)
+    """Interface the SIP and RTP sockets listen on; `host` when unset."""
+    sip_public_address: str | None = Field(default=None, min_length=1)
+    """Address put in Contact and SDP when the one the server sees is not the one callers reach (a NAT)."""
+    rtp_ports: Annotated[tuple[int, int], NoDecode, BeforeValidator(_port_range)] = (20000, 20999)
+    """UDP ports for call audio, one per call."""
+    sip_allow: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_networks)] = ("127.0.0.0/8", "::1/128")
+    """Source networks whose SIP and RTP packets are taken; all others are dropped unanswered."""
+    sip_invite_rate: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 5.0
+    """New calls per second one source address may place (after a burst of `sip_invite_burst`); more get 503."""
+    sip_invite_burst: Positive = 20
+    sip_max_calls: Positive = 500
+    """Concurrent SIP calls; more get 503."""
+    sip_username: str | None = Field(default=None, min_length=1)
+    """With `sip_password`: INVITEs must carry digest credentials for this user (401 challenge otherwise)."""
+    sip_password: str | None = Field(default=None, min_length=1, validate_default=True)
+    sip_realm: str = Field(default="flowapp", min_length=1, pattern=r'^[^"\\]+$')
+    sip_called_number: Literal["to", "request-uri"] = "to"
+    """Where a SIP call's `to_phone_number` comes from: the To header (PBXes) or the Request-URI (some trunks
+    put the dialled number only there). The caller is P-Asserted-Identity's, else From's."""
+    sip_transfer_uri: str = "sip:{target}@{peer}"
+    """The REFER target for `transfer`: `{target}` is `target_phone_number`, `{peer}` the caller's SIP host."""
 
     @property
     def control_enabled(self) -> bool:
@@ -184,6 +233,24 @@ class ServerSettings(BaseSettings):
                     "recognizer 'pocketsphinx' needs the pocketsphinx package: pip install 'flowapp[pocketsphinx]'"
                 ) from None
         return name
+
+    @field_validator("sip_password")
+    @classmethod
+    def _sip_credentials_in_pairs(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if (info.data.get("sip_username") is None) != (value is None):
+            raise ValueError("SIP digest auth needs both a username and a password (FLOWAPP_SIP_USERNAME and this)")
+        return value
+
+    @field_validator("sip_transfer_uri")
+    @classmethod
+    def _transfer_template(cls, value: str) -> str:
+        if not value.startswith(("sip:", "sips:", "tel:")) or "{target}" not in value:
+            raise ValueError(f"must be a sip:, sips: or tel: URI containing {{target}}, got {value!r}")
+        try:
+            value.format(target="1", peer="h")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError(f"only {{target}} and {{peer}} may appear in braces, got {value!r}") from None
+        return value
 
     @field_validator("app_url")
     @classmethod

@@ -7,13 +7,13 @@ catching up a few ticks when the event loop was late, and skipping ticks (the ca
 rather than sending a burst after a long stall.
 
 Per call, `LiveDriver` is the glue between a carrier stream and the engine:
-- the caller's frames are heard as they arrive (`CallEngine.hear`), so a barge-in is decided, and `clear`
-  sent, without waiting for the next tick; a frame still missing well after its time is heard as silence
+- the caller's frames are heard as they arrive (`CallEngine.hear`), so a barge-in is decided, and queued
+  audio dropped, without waiting for the next tick; a frame still missing well after its time is heard as silence
   so call time goes on, and a stream far ahead of the playout waits in a small jitter buffer (closed when
   it keeps running faster than real time);
 - the frame each tick plays (`CallEngine.play`) is sent at once, so the carrier never holds more than a
   frame or two that a barge-in would have to take back;
-- marks echoed by the carrier say how much of the sent audio was really played, for `played_ms`.
+- the outlet says how much of the sent audio the caller has not heard yet, for `played_ms`.
 Everything on these paths is synchronous: the transport's `Outlet` must send without awaiting.
 """
 
@@ -29,7 +29,7 @@ from typing import Protocol
 from weakref import WeakKeyDictionary
 
 from flowapp import metrics
-from flowapp.audio.frames import FRAME_MS, Pcm
+from flowapp.audio.frames import FRAME_MS
 from flowapp.audio.g711 import ulaw_decode, ulaw_encode
 from flowapp.engine.call import CallEngine, EngineConfig, Record
 from flowapp.engine.pump import EventPump
@@ -61,11 +61,8 @@ LISTEN_BEHIND_FRAMES = 2
 too: call time then runs a frame ahead of the playout, which costs nothing."""
 TRIM_WINDOW_TICKS = 50
 """Jitter buffer: when for this long (1 s) a frame was always left waiting after a tick, one is dropped."""
-MARK_EVERY_FRAMES = 10
-"""A mark every 200 ms of sent audio bounds how stale the knowledge of what the caller heard can get."""
 FLOOD_LIMIT_FRAMES = 250
 """Inbound audio may run this far (5 s) ahead of the call clock before the stream is closed as a flood."""
-MARK_PREFIX = "flowapp-"
 _SILENCING = frozenset({"barge_in", "assistant_speech_paused"})
 
 
@@ -194,74 +191,26 @@ class Ticker:
 
 
 class Outlet(Protocol):
-    """The carrier side of a call. Synchronous: the ticker must never wait on one call's socket."""
+    """The carrier side of a call, whatever carries it (see `flowapp.transports.twilio`, `flowapp.transports.sip`).
 
-    def media(self, ulaw: bytes) -> None: ...
+    Synchronous: the ticker must never wait on one call's socket.
+    """
 
-    def mark(self, name: str) -> None: ...
+    def send(self, ulaw: bytes | None, *, boundary: bool) -> None:
+        """This tick's 20 ms of mu-law, or None when nothing plays; `boundary`: the frame ended a playback item."""
+        ...
 
-    def clear(self) -> None: ...
+    def drop_queued(self) -> None:
+        """A barge-in: what was sent but has not reached the caller's ear must not reach it."""
+        ...
+
+    def unheard_ms(self) -> int:
+        """Sent, but not yet played to the caller (so lost to `drop_queued`)."""
+        ...
 
     def close(self, reason: str) -> None:
         """The engine ended the call (hangup, transfer) or it failed: end the stream."""
         ...
-
-
-class Playout:
-    """What the carrier has played of the audio sent to it, from its mark echoes.
-
-    Marks carry the count of frames sent before them. Between echoes the carrier keeps playing in real
-    time, so the estimate advances with the clock, never past what was sent. A carrier that never echoes
-    marks is taken to play everything at once (nothing unheard) rather than nothing at all.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        self.sent = 0
-        self.heard = 0
-        self._heard_at: float | None = None
-        self._cleared_at = 0
-        self._last_mark = 0
-
-    def sent_frame(self) -> None:
-        self.sent += 1
-
-    def mark_due(self, boundary: bool) -> str | None:
-        """A mark name to send now: at an item boundary, or every `MARK_EVERY_FRAMES` sent frames."""
-        if self.sent == self._last_mark:
-            return None
-        if boundary or self.sent - self._last_mark >= MARK_EVERY_FRAMES:
-            self._last_mark = self.sent
-            return f"{MARK_PREFIX}{self.sent}"
-        return None
-
-    def echoed(self, name: str) -> bool:
-        """A mark came back; marks flushed by a `clear` (or not ours) say nothing about playout."""
-        if not name.startswith(MARK_PREFIX):
-            return False
-        try:
-            frames = int(name[len(MARK_PREFIX) :])
-        except ValueError:
-            return False
-        if frames <= self._cleared_at or frames > self.sent:
-            return False
-        self.heard = max(self.heard, frames)
-        self._heard_at = self.clock()
-        return True
-
-    def cleared(self) -> None:
-        """After `clear` the carrier holds nothing: earlier marks are flushed, not played."""
-        self._cleared_at = self.sent
-        self._last_mark = self.sent
-        self.heard = self.sent
-        self._heard_at = self.clock()
-
-    def unheard_ms(self) -> int:
-        if self._heard_at is None:
-            return 0
-        elapsed_frames = round((self.clock() - self._heard_at) * 1000) // FRAME_MS
-        heard = min(self.sent, self.heard + elapsed_frames)
-        return (self.sent - heard) * FRAME_MS
 
 
 class InboundAudio:
@@ -337,14 +286,13 @@ class LiveDriver:
         if recording is not None:
             responder = recording.responder(responder)
         self.outlet = outlet
-        self.playout = Playout()
         self.inbound = InboundAudio(jitter_frames)
         self.engine = CallEngine(
             session,
             config,
             recognizer=recognizer,
             on_record=self._on_record,
-            unheard_ms=self._unheard_ms,
+            unheard_ms=outlet.unheard_ms,
             interruption_hook=getattr(responder, "interruption_hook", None),
             tap=recording,
         )
@@ -421,9 +369,6 @@ class LiveDriver:
         self.engine.dtmf(digit)
         self.pump.kick()
 
-    def mark_played(self, name: str) -> None:
-        self.playout.echoed(name)
-
     def transcript(self, text: str, final: bool) -> None:
         """A transcript from the media side. The carrier's words take over from the call's own recognizer on
         first use: two recognizers' words for one turn would only contradict each other."""
@@ -436,7 +381,7 @@ class LiveDriver:
     # Control ---------------------------------------------------------------------------------------
 
     def barge_in(self) -> bool:
-        """Stop the current playback now (control API); `clear` goes out before this returns."""
+        """Stop the current playback now (control API); what the carrier holds is dropped before this returns."""
         stopped = self.engine.barge_in_now("manual")
         self.pump.kick()
         return stopped
@@ -465,8 +410,8 @@ class LiveDriver:
         audible = engine.audible
         out = engine.play()
         self.steps += 1
-        if audible and not engine.ended:
-            self._send_frame(out, boundary=engine.current is None)
+        if not engine.ended:
+            self.outlet.send(ulaw_encode(out) if audible else None, boundary=engine.current is None)
         self.listen()
         while self._heard < self.steps - LISTEN_BEHIND_FRAMES and not engine.ended:
             self._heard += 1
@@ -480,13 +425,6 @@ class LiveDriver:
             self._leave_ticker()
             self._close(engine.end_reason or "ended")
 
-    def _send_frame(self, out: Pcm, *, boundary: bool) -> None:
-        self.outlet.media(ulaw_encode(out))
-        self.playout.sent_frame()
-        name = self.playout.mark_due(boundary)
-        if name is not None:
-            self.outlet.mark(name)
-
     def _on_record(self, record: Record) -> None:
         """A barge-in, or a pause while the engine judges one: the caller must stop hearing the item now."""
         metrics.engine_record(record)
@@ -495,8 +433,7 @@ class LiveDriver:
             return
         if kind == "barge_in":
             self.barge_ins += 1
-        self.outlet.clear()
-        self.playout.cleared()
+        self.outlet.drop_queued()
 
     def _finished(self) -> None:
         """Once: the call's recording is closed and its input-stage time counted."""
@@ -507,10 +444,6 @@ class LiveDriver:
             self.recording.close()
         stage = self.engine.input
         metrics.input_cpu(stage.vad_seconds, stage.recognizer_seconds)
-
-    def _unheard_ms(self) -> int:
-        """Sent, but not yet played by the carrier (so lost to a `clear`)."""
-        return self.playout.unheard_ms()
 
     def _leave_ticker(self) -> None:
         if self._ticker is not None:

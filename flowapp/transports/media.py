@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-import json
 import logging
 import re
 import uuid
@@ -49,11 +48,11 @@ from flowapp.stt import make_recognizer
 from flowapp.transports.context import flow_app, server_settings
 from flowapp.transports.direct import DirectChannel, open_direct
 from flowapp.transports.events_ws import MESSAGE_TOO_BIG, POLICY_VIOLATION, websocket_authorized
+from flowapp.transports.twilio import NORMAL_CLOSURE, CarrierOutlet
 from flowapp.workers import SETUP
 
 logger = logging.getLogger("flowapp.media")
 
-NORMAL_CLOSURE = 1000
 UNSUPPORTED_DATA = 1003
 INTERNAL_ERROR = 1011
 START_TIMEOUT_SECONDS = 10.0
@@ -172,29 +171,6 @@ async def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> None:
         raise
 
 
-class CarrierOutlet:
-    """The outbound half of the carrier protocol; message prefixes are built once per stream."""
-
-    def __init__(self, sender: MediaSender, stream_sid: str) -> None:
-        sid = json.dumps(stream_sid)
-        self.sender = sender
-        self._media = '{"event":"media","streamSid":' + sid + ',"media":{"payload":"'
-        self._mark = '{"event":"mark","streamSid":' + sid + ',"mark":{"name":'
-        self._clear = '{"event":"clear","streamSid":' + sid + "}"
-
-    def media(self, ulaw: bytes) -> None:
-        self.sender.text(self._media + binascii.b2a_base64(ulaw, newline=False).decode("ascii") + '"}}')
-
-    def mark(self, name: str) -> None:
-        self.sender.text(self._mark + json.dumps(name) + "}}")
-
-    def clear(self) -> None:
-        self.sender.text(self._clear)
-
-    def close(self, reason: str) -> None:
-        self.sender.close(NORMAL_CLOSURE, reason)
-
-
 class MediaCall:
     """A `LiveCall` carried by a media stream: control acts on the live audio, pushes go to the engine."""
 
@@ -294,6 +270,7 @@ class MediaConnection:
         self.responder = responder
         self.sender: MediaSender = AsgiSender(websocket, self._broken)
         self.driver: LiveDriver | None = None
+        self.outlet: CarrierOutlet | None = None
         self.call: MediaCall | None = None
         self._starting: tuple[SessionInfo, str, str | None] | None = None
         self._claimed: str | None = None
@@ -455,8 +432,8 @@ class MediaConnection:
         name = mark.get("name") if isinstance(mark, dict) else None
         if not isinstance(name, str):
             return self._bad("mark without a name")
-        if self.driver is not None:
-            self.driver.mark_played(name)
+        if self.outlet is not None:
+            self.outlet.mark_echoed(name)
         return True
 
     def _dtmf(self, data: dict[str, Any]) -> bool:
@@ -511,12 +488,13 @@ class MediaConnection:
         info, stream_sid, call_sid = self._starting
         self.log = call_logger(logger, info.id, transport="media", stream_sid=stream_sid)
         config = engine_config(self.settings, self.responder)
+        outlet = CarrierOutlet(self.sender, stream_sid)
         driver = await SETUP.run(
             LiveDriver,
             info,
             self.responder,
             _renderer(self.websocket),
-            CarrierOutlet(self.sender, stream_sid),
+            outlet,
             config=config,
             recognizer=make_recognizer(self.settings.recognizer, live=True, workers=self.settings.recognizer_workers),
             jitter_frames=self.settings.media_jitter_frames,
@@ -525,6 +503,7 @@ class MediaConnection:
         )
         self._starting = None
         self.driver = driver
+        self.outlet = outlet
         self.call = MediaCall(info, driver, stream_sid, call_sid)
         self.app.calls.add(self.call, owner=self)
         driver.start()

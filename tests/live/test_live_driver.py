@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 
 import numpy as np
 
 from flowapp import BargeIn, FlowApp, Speak
 from flowapp.audio.frames import FRAME_SAMPLES, split_frames
 from flowapp.audio.g711 import ulaw_encode
-from flowapp.engine.live import (
-    LISTEN_BEHIND_FRAMES,
-    MARK_EVERY_FRAMES,
-    InboundAudio,
-    LiveDriver,
-    Playout,
-    Tickable,
-    Ticker,
-)
+from flowapp.engine.live import LISTEN_BEHIND_FRAMES, InboundAudio, LiveDriver, Tickable, Ticker
 from flowapp.engine.render import Renderer
 from flowapp.protocol.events import SessionInfo
 from flowapp.settings import ServerSettings
 from flowapp.transports.media import engine_config
+from flowapp.transports.twilio import MARK_EVERY_FRAMES, CarrierOutlet, Playout
 from tests.engine.harness import true_onset_ms
 from tests.media import asterisk_prompt, espeak
 
@@ -123,11 +118,12 @@ async def test_one_failing_call_does_not_stop_the_ticker() -> None:
 
 
 class NullOutlet:
-    def media(self, ulaw: bytes) -> None: ...
+    def send(self, ulaw: bytes | None, *, boundary: bool) -> None: ...
 
-    def mark(self, name: str) -> None: ...
+    def drop_queued(self) -> None: ...
 
-    def clear(self) -> None: ...
+    def unheard_ms(self) -> int:
+        return 0
 
     def close(self, reason: str) -> None: ...
 
@@ -146,23 +142,25 @@ def test_an_in_process_apps_turn_handling_and_judge_reach_live_calls() -> None:
     assert driver.engine._hook is judge
 
 
-class EchoingOutlet(NullOutlet):
-    """Records what is sent; echoes each mark at once, as a carrier that keeps up would."""
+class EchoingOutlet(CarrierOutlet):
+    """The media-stream outlet, recording what it sends (media payloads, mark names, "clear"); each mark is
+    echoed at once, as a carrier that keeps up would."""
 
     def __init__(self) -> None:
+        super().__init__(self, "MZ-test")
         self.sent: list[bytes | str] = []
-        self.driver: LiveDriver | None = None
 
-    def media(self, ulaw: bytes) -> None:
-        self.sent.append(ulaw)
+    def text(self, data: str) -> None:
+        message = json.loads(data)
+        if message["event"] == "media":
+            self.sent.append(base64.b64decode(message["media"]["payload"]))
+        elif message["event"] == "mark":
+            self.sent.append(message["mark"]["name"])
+            self.mark_echoed(message["mark"]["name"])
+        else:
+            self.sent.append(message["event"])
 
-    def mark(self, name: str) -> None:
-        self.sent.append(name)
-        assert self.driver is not None
-        self.driver.mark_played(name)
-
-    def clear(self) -> None:
-        self.sent.append("clear")
+    def close(self, *args: object) -> None: ...
 
 
 class NoTicker(Ticker):
@@ -182,7 +180,6 @@ async def talking_driver(app: FlowApp, outlet: EchoingOutlet) -> LiveDriver:
     """A driver on the webrtc VAD, started, once the app's greeting is playing; the test ticks it."""
     config = engine_config(ServerSettings(vad_detector="webrtc"), app)
     driver = LiveDriver(SessionInfo(id="live-driver"), app, Renderer(), outlet, config=config, ticker=NoTicker())
-    outlet.driver = driver
     driver.start()
     for _ in range(500):
         if driver.engine.audible:
