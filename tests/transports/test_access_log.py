@@ -36,4 +36,5 @@ async def test_query_tokens_are_redacted_from_access_and_websocket_logs(
     assert any("/openapi.json?api_key=[redacted]" in line for line in access)
     websocket = [r.getMessage() for r in caplog.records if r.name == "uvicorn.error" and "WebSocket" in r.getMessage()]
     assert any("/media?token=[redacted]" in line for line in websocket)
-    assert TOKEN not in caplog.text
+    server_lines = [r.getMessage() for r in caplog.records if r.name.startswith(("uvicorn", "flowapp"))]
+    assert not [line for line in server_lines if TOKEN in line]  # the test's own client (httpx) may log it
