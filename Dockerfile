@@ -16,10 +16,14 @@ COPY flowapp ./flowapp
 RUN pip install --no-cache-dir --no-deps . \
     && python -c "from flowapp.stt.whisper import verify_weights, builtin_model_dir; verify_weights(builtin_model_dir())"
 
-RUN useradd --system --uid 10001 flowapp
+RUN useradd --system --uid 10001 flowapp \
+    && mkdir -p /var/lib/flowapp && chown flowapp /var/lib/flowapp
 USER flowapp
 EXPOSE 8000
-ENV FLOWAPP_HOST=0.0.0.0 FLOWAPP_PORT=8000
+# The live-call journal outlives the container when /var/lib/flowapp is a volume: a restarted container then
+# ends the calls a killed one lost.
+ENV FLOWAPP_HOST=0.0.0.0 FLOWAPP_PORT=8000 FLOWAPP_JOURNAL=/var/lib/flowapp/live-calls
+VOLUME /var/lib/flowapp
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('FLOWAPP_PORT', '8000'), timeout=4)"
 CMD ["flowapp", "serve"]

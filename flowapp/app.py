@@ -180,28 +180,29 @@ class FlowApp:
 
     # Dispatch -----------------------------------------------------------------------------------
 
-    def session(self, info: SessionInfo) -> Session:
+    async def session(self, info: SessionInfo) -> Session:
         call = self.calls.get(info.id)
         if call is None:
-            return Session(info, self.store.load(info.id))
+            return Session(info, await self.store.load(info.id))
 
         async def push(actions: list[Action]) -> None:
             """Pushed actions get the same session id and default barge-in as replies."""
             await call.push(self.finish(actions, info.id))
 
-        return Session(info, self.store.load(info.id), push)
+        return Session(info, await self.store.load(info.id), push)
 
     async def respond(self, event: Event) -> list[Action]:
-        """Run the event's handler within the deadline; never raises."""
+        """Run the event's handler within the deadline; raises only `StoreUnavailable` (nothing was handled)."""
         log = call_logger(logger, event.session.id, event=event.type)
         handler = self._handlers.get(event.type)
-        session = self.session(event.session)
+        session = await self.session(event.session)
         actions: list[Action] = []
         if handler is not None:
             actions = await self._run(handler, event, session, log)
-        self.store.save(session.id, session.state)
         if event.type == "session_end":
-            self.store.delete(session.id)
+            await self.store.delete(session.id)
+        else:
+            await self.store.save(session.id, session.state)
         if actions and event.type in NO_REPLY_EVENTS:
             log.info("reply to %s ignored (the platform executes no actions for it)", event.type)
             return []

@@ -17,6 +17,7 @@ from flowapp.app import FlowApp
 from flowapp.carrier import command as call_command
 from flowapp.loader import AppLoadError, load_app
 from flowapp.logs import configure_logging
+from flowapp.recording import command as recording_command
 from flowapp.settings import DETECTORS, ServerSettings, SettingsError, env_name
 from flowapp.simulation import command as simulate_command
 from flowapp.stt import check_recognizer
@@ -67,7 +68,8 @@ environment (a flag wins over its variable; prefer variables for secrets, flags 
   FLOWAPP_APP_WEBHOOK_SECRET (sign events to the remote app), FLOWAPP_APP_TIMEOUT (seconds, default 1),
   FLOWAPP_RECOGNIZER, FLOWAPP_VAD_DETECTOR, FLOWAPP_MAX_MEDIA_MESSAGE_BYTES, FLOWAPP_MEDIA_JITTER_FRAMES,
   FLOWAPP_HEADER_TIMEOUT (seconds, default 10), FLOWAPP_BODY_TIMEOUT (seconds, default 30),
-  FLOWAPP_MAX_CONNECTIONS (default 1000)
+  FLOWAPP_MAX_CONNECTIONS (default 1000), FLOWAPP_REDIS_URL (redis://HOST:6379/0: run several instances),
+  FLOWAPP_RECORD_DIR, FLOWAPP_RECORD_KEEP (default 100)
 every value is checked at startup; a bad one exits with status 2 naming the flag or variable
 """
 
@@ -95,6 +97,18 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         dest="vad_detector",
         choices=DETECTORS,
         help="speech detector for media calls (or FLOWAPP_VAD_DETECTOR)",
+    )
+    parser.add_argument(
+        "--redis",
+        dest="redis_url",
+        help="share session state and live calls with the other instances using this Redis, "
+        "redis://HOST:6379/0 (or FLOWAPP_REDIS_URL; put a password in the variable, not the flag)",
+    )
+    parser.add_argument(
+        "--record",
+        dest="record_dir",
+        metavar="DIR",
+        help="record every media call into a folder inside DIR, the caller's voice included (or FLOWAPP_RECORD_DIR)",
     )
     parser.add_argument("--host", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     parser.add_argument("--port", type=int, help="TCP port, 1-65535 (default 8000)")
@@ -138,8 +152,10 @@ _FLAG_FIELDS = (
     "app_url",
     "recognizer",
     "vad_detector",
+    "redis_url",
+    "record_dir",
 )
-_FLAGS = {"vad_detector": "--vad"}
+_FLAGS = {"vad_detector": "--vad", "redis_url": "--redis", "record_dir": "--record"}
 _LOG_CHOICES = {"log_level": ("debug", "info", "warning", "error"), "log_format": ("text", "json")}
 
 
@@ -177,6 +193,17 @@ def _serve(args: argparse.Namespace) -> int:
     except (SettingsError, AppLoadError) as exc:
         print(f"flowapp serve: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if settings.record_dir is not None:
+        from flowapp.recording.store import RecordingError, recorder_for
+
+        try:
+            recorder_for(settings.record_dir, settings.record_keep)
+        except RecordingError as exc:
+            print(
+                f"flowapp serve: error: {_flag('record_dir') if args.record_dir else env_name('record_dir')}: {exc}",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
     configure_logging(args.log_level, args.log_format)
     if settings.recognizer is not None:
         from flowapp.stt import make_recognizer
@@ -210,6 +237,28 @@ register(
         description=simulate_command.DESCRIPTION,
         add_arguments=simulate_command.add_arguments,
         run=simulate_command.run,
+    )
+)
+
+
+register(
+    Command(
+        name="replay",
+        summary="run a recorded call through the engine again, with its own or other settings",
+        description=recording_command.REPLAY_DESCRIPTION,
+        add_arguments=recording_command.add_replay_arguments,
+        run=recording_command.run_replay,
+    )
+)
+
+
+register(
+    Command(
+        name="timeline",
+        summary="draw a recorded call as a picture: waveforms, VAD, transcripts, items and barge-ins",
+        description=recording_command.TIMELINE_DESCRIPTION,
+        add_arguments=recording_command.add_timeline_arguments,
+        run=recording_command.run_timeline,
     )
 )
 

@@ -12,6 +12,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
@@ -19,12 +22,16 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from flowapp.app import FlowApp
+from flowapp.cluster import Cluster, new_instance_id
 from flowapp.journal import INSTANCE_LOST, LiveCallJournal
 from flowapp.logs import redact_server_logs
+from flowapp.metrics import CallCounter, watch_event_loop
 from flowapp.protocol.events import SessionEnd, SessionInfo
+from flowapp.redis_store import RedisSessionStore
 from flowapp.responder import Responder
-from flowapp.settings import ServerSettings
-from flowapp.transports import control, events_ws, health, media, openapi, webhook
+from flowapp.session import InMemorySessionStore
+from flowapp.settings import ServerSettings, redact_url
+from flowapp.transports import control, events_ws, health, media, metrics, openapi, phone, webhook
 from flowapp.transports.body import BodyTimeout
 from flowapp.transports.connections import GuardedHttpProtocol
 from flowapp.transports.control import DISABLED_DETAIL
@@ -55,6 +62,8 @@ def create_server(
         *control.routes,
         *openapi.routes,
         *health.routes,
+        *metrics.routes,
+        *phone.routes,
     ]
     server = Starlette(
         routes=routes,
@@ -97,12 +106,19 @@ async def _lifespan(server: Starlette) -> AsyncIterator[None]:
         logger.info("%s", DISABLED_DETAIL)
     if settings.app_url:
         logger.info("media calls are answered by the remote app at %s", settings.app_url)
+    cluster = await _join_cluster(server, settings)
     journal = _open_journal(settings)
     recovery: asyncio.Task[int] | None = None
     if journal is not None:
         server.state.flowapp.calls.watch(journal)
-        recovery = asyncio.create_task(_recover(journal, _lost_call_delivery(server)), name="flowapp-recovery")
+        deliver = _lost_call_delivery(server)
+        if cluster is not None:
+            deliver = cluster.once(deliver)
+        recovery = asyncio.create_task(_recover(journal, deliver), name="flowapp-recovery")
     await media.prepare(settings)
+    calls = CallCounter()
+    server.state.flowapp.calls.watch(calls)
+    loop_watch = asyncio.create_task(watch_event_loop(), name="flowapp-loop-lag")
     # Everything loaded so far (modules, the app, its models) lives as long as the server: left out of the
     # garbage collector's full passes, which otherwise stall every live call's audio for tens of ms.
     gc.freeze()
@@ -116,14 +132,70 @@ async def _lifespan(server: Starlette) -> AsyncIterator[None]:
     watchdog.start()
     yield
     watchdog.stop()
+    loop_watch.cancel()
+    server.state.flowapp.calls.unwatch(calls)
     if journal is not None and recovery is not None:
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(recovery, RECOVERY_GRACE_SECONDS)
         server.state.flowapp.calls.unwatch(journal)
         await journal.close()
+    if cluster is not None:
+        await _leave_cluster(server, cluster)
     close = getattr(server.state.responder, "aclose", None)
     if close is not None:
         await close()
+
+
+REDIS_TIMEOUT_SECONDS = 0.5
+"""Longest wait for one Redis reply: past it the event gets 503 (webhook) and the control request 503."""
+
+
+async def _join_cluster(server: Starlette, settings: ServerSettings) -> Cluster | None:
+    """With a Redis URL: webhook calls' session state in Redis, and this instance a member of the cluster."""
+    server.state.cluster = None
+    if settings.redis_url is None:
+        return None
+    app: FlowApp = server.state.flowapp
+    label = f"Redis at {redact_url(settings.redis_url)}"
+    client = Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=2,
+    )
+    if isinstance(app.store, InMemorySessionStore):
+        app.store = RedisSessionStore(
+            client,
+            local=app.store,
+            is_live=app.calls.__contains__,
+            idle_seconds=app.store.idle_seconds,
+            lock_seconds=app.handler_timeout + 2.0,
+            label=label,
+        )
+    else:
+        logger.info("the app brings its own session store: webhook calls' state stays there, not in Redis")
+    cluster = Cluster(
+        client,
+        app.calls,
+        instance=new_instance_id(settings.port),
+        execute=control.executor(app),
+        deliver=_lost_call_delivery(server),
+        label=label,
+    )
+    await cluster.start()
+    server.state.cluster = cluster
+    logger.info("instance %s shares sessions and live calls through %s", cluster.instance, label)
+    return cluster
+
+
+async def _leave_cluster(server: Starlette, cluster: Cluster) -> None:
+    app: FlowApp = server.state.flowapp
+    await cluster.stop()
+    if isinstance(app.store, RedisSessionStore):
+        app.store = app.store.local
+    await cluster.client.aclose()
 
 
 RECOVERY_GRACE_SECONDS = 5.0

@@ -22,11 +22,23 @@ logger = logging.getLogger("flowapp.session")
 
 
 class SessionStore(Protocol):
-    def load(self, session_id: str) -> dict[str, Any]: ...
+    """Where per-call state lives between events.
 
-    def save(self, session_id: str, state: dict[str, Any]) -> None: ...
+    `load` starts one event's update of a call's state and `save` (or `delete`, at `session_end`) completes it:
+    a store shared by several processes serialises the updates of one call, so two events of the call at once
+    cannot lose one. Async, so a store that talks to a server never blocks the event loop; a store that cannot
+    reach its server raises `StoreUnavailable`.
+    """
 
-    def delete(self, session_id: str) -> None: ...
+    async def load(self, session_id: str) -> dict[str, Any]: ...
+
+    async def save(self, session_id: str, state: dict[str, Any]) -> None: ...
+
+    async def delete(self, session_id: str) -> None: ...
+
+
+class StoreUnavailable(RuntimeError):
+    """The shared session store cannot be reached: the event was not handled and can be sent again."""
 
 
 class InMemorySessionStore:
@@ -51,20 +63,24 @@ class InMemorySessionStore:
         self._states: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self._evicted = 0
 
-    def load(self, session_id: str) -> dict[str, Any]:
+    async def load(self, session_id: str) -> dict[str, Any]:
+        """Events of one call share the one dict: concurrent updates cannot get lost."""
         entry = self._states.get(session_id)
         state = entry[1] if entry is not None else {}
-        self.save(session_id, state)
+        self._put(session_id, state)
         return state
 
-    def save(self, session_id: str, state: dict[str, Any]) -> None:
+    async def save(self, session_id: str, state: dict[str, Any]) -> None:
+        self._put(session_id, state)
+
+    async def delete(self, session_id: str) -> None:
+        self._states.pop(session_id, None)
+
+    def _put(self, session_id: str, state: dict[str, Any]) -> None:
         now = self._clock()
         self._states[session_id] = (now, state)
         self._states.move_to_end(session_id)
         self._expire(now)
-
-    def delete(self, session_id: str) -> None:
-        self._states.pop(session_id, None)
 
     def __len__(self) -> int:
         return len(self._states)

@@ -11,6 +11,7 @@ from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, fiel
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources import EnvSettingsSource
 from pydantic_settings.sources.utils import parse_env_vars
+from redis.asyncio.connection import parse_url
 
 from flowapp.stt import check_recognizer
 
@@ -65,6 +66,12 @@ def _origins(value: object) -> object:
         if not origin.startswith(("http://", "https://")):
             raise ValueError(f"{origin!r} is not an origin like https://host")
     return listed
+
+
+def _folder_or_off(value: object) -> object:
+    if isinstance(value, str):
+        return None if value.strip().lower() in _OFF else os.path.expanduser(value)
+    return value
 
 
 def _journal(value: object) -> object:
@@ -144,9 +151,17 @@ class ServerSettings(BaseSettings):
     )
     """Where the live-call journal lives, so a restarted instance can end the calls a killed one lost;
     None (`off`) turns it off. Instances on the same host and port share one deployment's journal."""
+    redis_url: str | None = None
+    """`redis://[:password@]host:6379/0` (or `rediss://`, `unix://`): instances sharing it share webhook calls'
+    session state, list each other's live calls and route control to the instance holding a call."""
     max_connections: Positive = 1000
     """Open connections (HTTP and WebSocket) beyond which new ones get 503 and are closed; calls in progress
     go on. Lowered at startup to fit the open-file limit."""
+    record_dir: Annotated[str | None, BeforeValidator(_folder_or_off)] = None
+    """Record every media call into this folder (one folder per call: the caller's voice, the assistant's
+    audio, the timeline and the settings); None (the default, or `off`) records nothing."""
+    record_keep: Annotated[int, Field(gt=0, le=1_000_000)] = 100
+    """Recordings kept in `record_dir`; the oldest are deleted when a new call starts."""
     host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=8000, ge=1, le=65535)
 
@@ -175,6 +190,19 @@ class ServerSettings(BaseSettings):
     def _app_url_scheme(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://", "ws://", "wss://")):
             raise ValueError(f"must start with http://, https://, ws:// or wss://, got {value!r}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"must start with redis://, rediss:// or unix://, got {redact_url(value)!r}")
+        try:
+            parse_url(value)
+        except ValueError as exc:
+            raise ValueError(f"{exc} in {redact_url(value)!r}") from None
         return value
 
     def __init__(self, **values: Any) -> None:
@@ -228,6 +256,16 @@ _ENV_NAMES = {
 _FIELD_BY_KEY = {alias: field for field, alias in _ENV_NAMES.items()} | {
     alias.lower(): field for field, alias in _ENV_NAMES.items()
 }
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for logs and error messages."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user = credentials.partition(":")[0]
+    return f"{scheme}://{user + ':' if user else ':'}***@{host}"
 
 
 def env_name(field: str) -> str:

@@ -129,7 +129,7 @@ async def test_session_push_of_an_action_naming_another_call_raises() -> None:
     app = FlowApp()
     call = PushedCall(SessionInfo(id="call-B"))
     app.calls.add(call)
-    session = app.session(SessionInfo(id="call-B"))
+    session = await app.session(SessionInfo(id="call-B"))
     with pytest.raises(ForeignSessionAction, match="names session 'call-A' but was sent into 'call-B'"):
         await session.push(Hangup(session_id="call-A"))
     await session.push(Hangup(session_id="call-B"), Speak(text="ok"))
@@ -308,5 +308,5 @@ async def test_isolated_handlers_run_on_their_own_loop_and_can_push() -> None:
     assert speak_texts(await app.respond(event("user_speak", text="hi"))) == ["reply"]
     assert loops and loops[0] is not asyncio.get_running_loop()
     assert speak_texts(call.pushed) == ["pushed"]
-    assert app.store.load("s-1") == {"seen": "hi"}
+    assert await app.store.load("s-1") == {"seen": "hi"}
     assert await app.respond(event("dtmf_received", digit="1")) == []

@@ -15,46 +15,46 @@ class Clock:
         return self.now
 
 
-def test_state_untouched_for_the_idle_time_is_dropped() -> None:
+async def test_state_untouched_for_the_idle_time_is_dropped() -> None:
     clock = Clock()
     store = InMemorySessionStore(idle_seconds=60, clock=clock)
-    store.load("never-ends")["step"] = 1
+    (await store.load("never-ends"))["step"] = 1
     clock.now = 30
-    store.save("busy", {"step": 2})
+    await store.save("busy", {"step": 2})
     clock.now = 59
-    assert store.load("never-ends") == {"step": 1}, "a load counts as use"
+    assert await store.load("never-ends") == {"step": 1}, "a load counts as use"
     clock.now = 100
-    store.save("new", {})
+    await store.save("new", {})
     assert len(store) == 2
-    assert store.load("never-ends") == {"step": 1}
+    assert await store.load("never-ends") == {"step": 1}
     clock.now = 200
-    store.save("new", {})
+    await store.save("new", {})
     assert len(store) == 1
-    assert store.load("busy") == {}, "expired state is gone; the call starts afresh"
+    assert await store.load("busy") == {}, "expired state is gone; the call starts afresh"
 
 
-def test_past_the_cap_the_state_idle_longest_goes_first(caplog: pytest.LogCaptureFixture) -> None:
+async def test_past_the_cap_the_state_idle_longest_goes_first(caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
     store = InMemorySessionStore(max_sessions=3, clock=clock)
     for n in range(3):
         clock.now = n
-        store.save(f"s{n}", {"n": n})
+        await store.save(f"s{n}", {"n": n})
     clock.now = 3
-    store.load("s0")
+    await store.load("s0")
     clock.now = 4
-    store.save("s3", {"n": 3})
+    await store.save("s3", {"n": 3})
     assert len(store) == 3
-    assert store.load("s1") == {}, "s1 was idle longest"
+    assert await store.load("s1") == {}, "s1 was idle longest"
     assert "session store full (3 sessions)" in caplog.text
     for n in range(1000):
-        store.save(f"flood-{n}", {})
+        await store.save(f"flood-{n}", {})
     assert len(store) == 3
 
 
-def test_session_end_deletes_and_limits_are_checked() -> None:
+async def test_session_end_deletes_and_limits_are_checked() -> None:
     store = InMemorySessionStore()
-    store.save("s", {"a": 1})
-    store.delete("s")
+    await store.save("s", {"a": 1})
+    await store.delete("s")
     assert len(store) == 0
     with pytest.raises(ValueError, match="max_sessions"):
         InMemorySessionStore(max_sessions=0)

@@ -13,7 +13,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from flowapp.audio.mixer import LoopingSource, mix
 from flowapp.audio.vad import SpeechDetector, VadConfig, VadEvent, make_detector
 from flowapp.engine.bargein import CallerActivity, Trigger, automatic_trigger, key_press_interrupts
 from flowapp.engine.interruption import Candidate, InterruptionHook, Verdict, classify_words, judge
-from flowapp.engine.listening import InputStage
+from flowapp.engine.listening import Heard, InputStage
 from flowapp.engine.playback import ControlItem, PlaybackItem, PlaybackQueue, QueueItem
 from flowapp.engine.render import Rendered
 from flowapp.engine.turns import TurnHandling, words
@@ -55,6 +55,37 @@ FINAL_WAIT_MS = 5000
 words it has."""
 
 Record = dict[str, Any]
+
+
+class CallTap(Protocol):
+    """Sees everything that reaches the engine from outside, in order, and every decision: what a recording
+    needs to show a call and to run it again (see flowapp.recording)."""
+
+    def recognizer(self, recognizer: StreamingRecognizer | None) -> StreamingRecognizer | None:
+        """The recognizer the engine should use: the given one, or a stand-in that notes what it returns."""
+        ...
+
+    def played(self, frame: np.ndarray) -> None: ...
+
+    def heard(self, frame: np.ndarray, heard: Heard, echo: bool) -> None: ...
+
+    def applied(self, rendered: list[Rendered], turn: int | None) -> None: ...
+
+    def dtmf(self, digit: str) -> None: ...
+
+    def barge_in_requested(self, trigger: Trigger) -> None: ...
+
+    def unheard(self, ms: int) -> None:
+        """What the transport's `unheard_ms` said, each time the engine asked."""
+        ...
+
+    def verdict(self, verdict: Verdict | None) -> None:
+        """What the app's interruption hook said about a paused item."""
+        ...
+
+    def record(self, record: Record) -> None:
+        """A timeline record (what `on_record` gets), or a detail only a recording keeps (`trace`)."""
+        ...
 
 
 @dataclass
@@ -119,6 +150,7 @@ class CallEngine:
         on_record: Callable[[Record], None] | None = None,
         unheard_ms: Callable[[], int] | None = None,
         interruption_hook: InterruptionHook | None = None,
+        tap: CallTap | None = None,
     ) -> None:
         """`unheard_ms`, from a live transport: audio sent to the carrier but not yet confirmed played.
 
@@ -127,6 +159,9 @@ class CallEngine:
         self.session = session
         self.config = config or EngineConfig()
         self.turn_handling = self.config.turn_handling
+        self._tap = tap
+        if tap is not None:
+            recognizer = tap.recognizer(recognizer)
         self.input = InputStage(
             detector or make_detector(self.config.detector),
             self.config.vad or vad_timing(self.config.detector),
@@ -203,6 +238,8 @@ class CallEngine:
     def _play_next(self) -> np.ndarray:
         out = self._play_frame()
         self.input.played(out)
+        if self._tap is not None:
+            self._tap.played(out)
         return out
 
     def _listen(self, caller_frame: np.ndarray | None) -> None:
@@ -220,6 +257,8 @@ class CallEngine:
         """
         if not rendered:
             return
+        if self._tap is not None:
+            self._tap.applied(rendered, turn)
         if self.ended:
             self.log.info("call ended; actions dropped: %s", [r.action.type for r in rendered])
             return
@@ -239,7 +278,12 @@ class CallEngine:
             self._apply_one(item, reply_id, turn)
 
     def barge_in_now(self, trigger: Trigger = "manual") -> bool:
-        """Stop the current playback at once (a `barge_in` action or the control API)."""
+        """Stop the current playback at once (the control API)."""
+        if self._tap is not None:
+            self._tap.barge_in_requested(trigger)
+        return self._barge_in_now(trigger)
+
+    def _barge_in_now(self, trigger: Trigger) -> bool:
         if self.current is None:
             return False
         self._interrupt(trigger)
@@ -249,6 +293,8 @@ class CallEngine:
         """A key press: it interrupts first, so the app's answer to it is not queued behind the menu."""
         if self.ended:
             return
+        if self._tap is not None:
+            self._tap.dtmf(digit)
         item = self.current
         options = self.turn_handling.interruption
         if (
@@ -349,7 +395,7 @@ class CallEngine:
             self.turn.discardable = False
         played_ms = item.played_ms
         if interrupted and self._unheard_ms is not None:
-            played_ms = max(0, played_ms - self._unheard_ms())
+            played_ms = max(0, played_ms - self._unheard())
         self._emit(
             ev.AssistantSpeechEnded(
                 session=self.session,
@@ -373,8 +419,17 @@ class CallEngine:
 
     # Listening ----------------------------------------------------------------------------------
 
+    def _unheard(self) -> int:
+        assert self._unheard_ms is not None
+        ms = self._unheard_ms()
+        if self._tap is not None:
+            self._tap.unheard(ms)
+        return ms
+
     def _hear(self, frame: np.ndarray) -> None:
         heard = self.input.hear(frame, self.now_ms)
+        if self._tap is not None:
+            self._tap.heard(frame, heard, self.input.detector.last_echo)
         for vad_event in heard.vad:
             self._on_vad(vad_event)
         if heard.voiced and self.turn is not None:
@@ -605,17 +660,22 @@ class CallEngine:
         hear yet is gone: the item is rewound by that much, and a resume replays it instead of skipping it.
         """
         if self._unheard_ms is not None:
-            unheard_frames = self._unheard_ms() // FRAME_MS
+            unheard_frames = self._unheard() // FRAME_MS
             item.position = max(0, item.position - unheard_frames * FRAME_SAMPLES)
         speech_start = self.vad.speech_started_ms if self.vad.speech_started_ms is not None else self.now_ms
         self.pause = Pause(item, self.now_ms, trigger, self._item_baseline_chars, speech_start)
+        self._trace({"event": "pause", "trigger": trigger})
         self._emit(ev.AssistantSpeechPaused(session=self.session, played_ms=item.played_ms))
 
     def _judge_pause(self) -> None:
         pause = self.pause
         assert pause is not None
         candidate = self._candidate(pause.item, pause.baseline_chars, pause.at_ms)
-        verdict: Verdict | None = self._hook(candidate) if self._hook is not None else None
+        verdict: Verdict | None = None
+        if self._hook is not None:
+            verdict = self._hook(candidate)
+            if self._tap is not None:
+                self._tap.verdict(verdict)
         if verdict is None:
             verdict = judge(candidate, self.turn_handling.interruption)
         if verdict == "interrupt":
@@ -785,7 +845,7 @@ class CallEngine:
         elif isinstance(action, ClearQueue):
             self._dropped(self.queue.clear(), "clear_queue")
         elif isinstance(action, BargeInNow):
-            if not self.barge_in_now("manual"):
+            if not self._barge_in_now("manual"):
                 self.log.info("barge_in action with nothing playing")
         elif isinstance(action, MixAudio):
             if action.stop or rendered.pcm is None:
@@ -813,5 +873,15 @@ class CallEngine:
         )
 
     def _record(self, record: Record, at_ms: int | None = None) -> None:
+        if self._on_record is None and self._tap is None:
+            return
+        stamped = {"t_ms": self.now_ms if at_ms is None else at_ms, **record}
         if self._on_record is not None:
-            self._on_record({"t_ms": self.now_ms if at_ms is None else at_ms, **record})
+            self._on_record(stamped)
+        if self._tap is not None:
+            self._tap.record(stamped)
+
+    def _trace(self, record: Record) -> None:
+        """A detail of a decision that only a recording keeps (the simulation's timeline leaves it out)."""
+        if self._tap is not None:
+            self._tap.record({"t_ms": self.now_ms, **record})

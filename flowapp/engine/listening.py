@@ -7,6 +7,7 @@ is silence to the VAD and to the recognizer alike.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,13 +45,19 @@ class InputStage:
         self.vad = VadTracker(self.detector, vad)
         self.recognizer = recognizer
         self._voicing = VoicingMeter()
+        self.vad_seconds = 0.0
+        self.recognizer_seconds = 0.0
+        """Time spent in the detector and in the recognizer's `feed` (a live recognizer decodes elsewhere)."""
 
     def played(self, frame: Pcm) -> None:
         """The assistant's frame for the same 20 ms: the echo guard's reference."""
         self.echo_guard.play(frame)
 
     def hear(self, frame: Pcm, t_ms: int) -> Heard:
+        started = time.perf_counter()
         vad_events = self.vad.process(frame, t_ms)
+        heard_at = time.perf_counter()
+        self.vad_seconds += heard_at - started
         echo = self.detector.last_echo
         voiced = not echo and self.vad.speaking and self._voicing.voiced(frame)
         recognizer = self.recognizer
@@ -62,6 +69,7 @@ class InputStage:
         transcripts: list[Transcript] = []
         if recognizer is not None:
             transcripts = recognizer.feed(_SILENCE if echo else frame, t_ms + FRAME_MS)
+            self.recognizer_seconds += time.perf_counter() - heard_at
         return Heard(vad_events, transcripts, voiced)
 
     def want_words(self, t_ms: int) -> None:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Protocol
 from weakref import WeakKeyDictionary
 
+from flowapp import metrics
 from flowapp.audio.frames import FRAME_MS, Pcm
 from flowapp.audio.g711 import ulaw_decode, ulaw_encode
 from flowapp.engine.call import CallEngine, EngineConfig, Record
@@ -36,6 +37,7 @@ from flowapp.engine.render import Renderer
 from flowapp.logs import call_logger
 from flowapp.protocol.actions import Action
 from flowapp.protocol.events import SessionInfo
+from flowapp.recording.tap import CallRecording
 from flowapp.responder import Responder
 from flowapp.stt.base import ScriptedRecognizer, StreamingRecognizer, Transcript
 
@@ -324,11 +326,16 @@ class LiveDriver:
         jitter_frames: int = 5,
         on_end: Callable[[str], None] | None = None,
         ticker: Ticker | None = None,
+        recording: CallRecording | None = None,
     ) -> None:
         """An in-process app's `interruption_hook` (see `FlowApp.judge_interruptions`) reaches the engine."""
         config = config or EngineConfig()
         if not config.start_unix_ms:
             config.start_unix_ms = int(time.time() * 1000)
+        self.recording = recording
+        responder = metrics.timed(responder)
+        if recording is not None:
+            responder = recording.responder(responder)
         self.outlet = outlet
         self.playout = Playout()
         self.inbound = InboundAudio(jitter_frames)
@@ -339,6 +346,7 @@ class LiveDriver:
             on_record=self._on_record,
             unheard_ms=self._unheard_ms,
             interruption_hook=getattr(responder, "interruption_hook", None),
+            tap=recording,
         )
         self.pump = EventPump(self.engine, responder, renderer)
         self.log = call_logger(logger, session.id, transport="live")
@@ -351,6 +359,7 @@ class LiveDriver:
         self._ticker = ticker
         self._on_end = on_end
         self._closed = False
+        self._counted = False
         self._reported_drops = 0
         self._started_at = time.monotonic()
         """The flood check counts inbound frames against the wall clock: an overloaded server skipping ticks
@@ -375,6 +384,7 @@ class LiveDriver:
         self._leave_ticker()
         self.engine.end(reason)
         await self.pump.close()
+        self._finished()
 
     def abort(self, reason: str) -> None:
         self._leave_ticker()
@@ -479,6 +489,7 @@ class LiveDriver:
 
     def _on_record(self, record: Record) -> None:
         """A barge-in, or a pause while the engine judges one: the caller must stop hearing the item now."""
+        metrics.engine_record(record)
         kind = record.get("event")
         if kind not in _SILENCING:
             return
@@ -486,6 +497,16 @@ class LiveDriver:
             self.barge_ins += 1
         self.outlet.clear()
         self.playout.cleared()
+
+    def _finished(self) -> None:
+        """Once: the call's recording is closed and its input-stage time counted."""
+        if self._counted:
+            return
+        self._counted = True
+        if self.recording is not None:
+            self.recording.close()
+        stage = self.engine.input
+        metrics.input_cpu(stage.vad_seconds, stage.recognizer_seconds)
 
     def _unheard_ms(self) -> int:
         """Sent, but not yet played by the carrier (so lost to a `clear`)."""
@@ -499,6 +520,7 @@ class LiveDriver:
         if self._closed:
             return
         self._closed = True
+        self._finished()
         self.outlet.close(reason)
         if self._on_end is not None:
             self._on_end(reason)

@@ -20,6 +20,8 @@ from flowapp.engine.render import Renderer
 from flowapp.engine.turns import TurnHandling
 from flowapp.protocol.actions import Action, Audio, Speak
 from flowapp.protocol.events import Event, SessionInfo
+from flowapp.recording.store import Recorder
+from flowapp.recording.tap import CallRecording
 from flowapp.responder import Responder
 from flowapp.simulation.scenario import Scenario
 from flowapp.stt import ScriptedRecognizer, StreamingRecognizer, Transcript, make_recognizer
@@ -88,16 +90,21 @@ class SimulatedCall:
         recognizer: StreamingRecognizer | None = None,
         renderer: Renderer | None = None,
         session: SessionInfo = SIMULATED_SESSION,
+        recording: CallRecording | None = None,
     ) -> None:
         self.timeline: list[Record] = []
         self.renderer = renderer or Renderer()
         config = config or EngineConfig(start_unix_ms=SIMULATED_EPOCH_MS)
+        self.recording = recording
+        if recording is not None:
+            responder = recording.responder(responder)
         self.engine = CallEngine(
             session,
             config,
             recognizer=recognizer,
             on_record=self.timeline.append,
             interruption_hook=getattr(responder, "interruption_hook", None),
+            tap=recording,
         )
         self.pump = EventPump(self.engine, responder, self.renderer)
         self.played: list[np.ndarray] = []
@@ -139,6 +146,8 @@ class SimulatedCall:
         if not engine.ended:
             engine.end("simulation_end")
             await self.pump.drain()
+        if self.recording is not None:
+            self.recording.close()
         return sorted(self.timeline, key=lambda r: r["t_ms"])
 
 
@@ -150,10 +159,12 @@ async def run_scenario(
     renderer: Renderer | None = None,
     recognizer: StreamingRecognizer | None = None,
     record_wav: Path | None = None,
+    recorder: Recorder | None = None,
 ) -> list[Record]:
     """The call's timeline: every event delivered to the app, plus barge-ins, hangups and transfers.
 
-    `recognizer`: one already made by `recognizer_for(scenario)`, so its load errors can be reported first."""
+    `recognizer`: one already made by `recognizer_for(scenario)`, so its load errors can be reported first.
+    `recorder`: also write the call's recording (see flowapp.recording)."""
     config = EngineConfig(start_unix_ms=SIMULATED_EPOCH_MS)
     app_options = getattr(responder, "turn_handling", None)
     if scenario.turn_handling is not None:
@@ -164,11 +175,17 @@ async def run_scenario(
         config.turn_handling = config.turn_handling.updated(
             {"endpointing": {"min_delay": scenario.end_of_turn_silence_ms / 1000}}
         )
+    recording = None
+    if recorder is not None:
+        recording = recorder.start(
+            SIMULATED_SESSION, config, transport="simulation", recognizer_name=scenario.recognizer or None
+        )
     call = SimulatedCall(
         responder or PlayOnce(assistant_action(scenario, base)),
         config=config,
         recognizer=recognizer or recognizer_for(scenario),
         renderer=renderer,
+        recording=recording,
     )
     for t_ms in scenario.barge_in_requests_ms:
         call.barge_in_at(t_ms)

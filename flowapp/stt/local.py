@@ -227,6 +227,12 @@ _pools: dict[str, DecodePool] = {}
 _pools_lock = threading.Lock()
 
 
+def pool_stats() -> list[PoolStats]:
+    """The figures of every live decode pool of this process (for metrics)."""
+    with _pools_lock:
+        return [pool.stats for pool in _pools.values()]
+
+
 def shared_pool(model: str = BUILTIN, workers: int = 1) -> DecodePool:
     """The process's decode pool for live calls of one model, created with the model on first use."""
     with _pools_lock:

@@ -43,6 +43,10 @@ WINDOW_S = 15.0
 _TOKENS_PER_S = 6
 """Generation stops after this many tokens per second of audio (plus a few): fast speech makes about 4, and a
 decoder stuck repeating a phrase is cut off instead of writing hundreds of tokens."""
+_REPETITION_PENALTY = 1.05
+"""A token just written is a little less likely to come again: a short prompt word no longer comes out
+twice ("Power. Power."), nor a long reading as a loop. Stronger penalties hurt real repeats
+(`python -m benchmarks.wer`)."""
 _NO_SPEECH = 0.6
 _LOW_LOGPROB = -1.0
 """Whisper's own rule for a window without speech: no-speech probability above 0.6 and words it is unsure of."""
@@ -135,6 +139,7 @@ class WhisperTranscriber:
             view,
             [self._prompt],
             beam_size=self.beam_size,
+            repetition_penalty=_REPETITION_PENALTY,
             max_length=max_length,
             return_scores=True,
             return_no_speech_prob=True,

@@ -1,12 +1,13 @@
 """The control REST API under `/v1`: see the live calls, stop their playback, push actions into them.
 
-It works on `app.calls`, whatever transport carries a call, so it knows nothing about transports.
+It works on `app.calls`, whatever transport carries a call, so it knows nothing about transports. With
+instances sharing a Redis (`flowapp.cluster`), a call live on another instance is reached through it.
 Guarded by a bearer token; without one it is off unless explicitly opened with `insecure_control`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 from starlette.middleware import Middleware
@@ -15,7 +16,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from flowapp.app import FlowApp
 from flowapp.audio.errors import AudioFormatError
+from flowapp.cluster import Cluster, ClusterUnavailable, ControlResult, Execute, InstanceUnreachable
 from flowapp.engine.playback import QueueFull
 from flowapp.engine.render import check_renderable
 from flowapp.protocol.actions import Action, foreign, parse_action
@@ -54,12 +57,68 @@ class ControlGate:
             await response(scope, receive, send)
 
 
-def _live_call(request: Request) -> LiveCall | Response:
-    session_id = request.path_params["session_id"]
-    call = flow_app(request).calls.get(session_id)
-    if call is None:
-        return error_response(404, "session_not_found", f"no live call with session id {session_id!r}")
-    return call
+def _not_found(session_id: str) -> Response:
+    return error_response(404, "session_not_found", f"no live call with session id {session_id!r}")
+
+
+def _cluster(request: Request) -> Cluster | None:
+    return cast(Cluster | None, getattr(request.app.state, "cluster", None))
+
+
+async def _elsewhere(request: Request, op: str, session_id: str, payload: Any = None) -> Response:
+    """A call not live here: run `op` on the instance holding it, when instances share a Redis."""
+    cluster = _cluster(request)
+    if cluster is None:
+        return _not_found(session_id)
+    try:
+        result = await cluster.forward(op, session_id, payload)
+    except ClusterUnavailable as exc:
+        return error_response(503, "redis_unavailable", str(exc))
+    except InstanceUnreachable as exc:
+        return error_response(503, "instance_unreachable", str(exc))
+    if result is None:
+        return _not_found(session_id)
+    return JSONResponse(result[1], status_code=result[0])
+
+
+def _error(error: str, detail: Any) -> dict[str, Any]:
+    return {"error": error, "detail": detail}
+
+
+async def _barge_in(call: LiveCall) -> ControlResult:
+    try:
+        barged_in = await call.barge_in()
+    except NotConnected as exc:
+        return 409, _error("session_not_connected", str(exc))
+    return 200, {"session_id": call.info.id, "barged_in": barged_in}
+
+
+async def _push(app: FlowApp, call: LiveCall, actions: list[Action]) -> ControlResult:
+    try:
+        await call.push(app.finish(actions, call.info.id))
+    except NotConnected as exc:
+        return 409, _error("session_not_connected", str(exc))
+    except QueueFull as exc:
+        return 429, _error("queue_full", str(exc))
+    return 202, {"accepted": len(actions)}
+
+
+def executor(app: FlowApp) -> Execute:
+    """Control requests forwarded by another instance, run on this instance's call."""
+
+    async def execute(op: str, call: LiveCall, payload: Any) -> ControlResult:
+        if op == "barge_in":
+            return await _barge_in(call)
+        if op == "actions" and isinstance(payload, list):
+            actions = _parse_actions(payload)
+            if isinstance(actions, Response):
+                return 422, _error("invalid_actions", "the forwarded actions did not parse")
+            if foreign(actions, call.info.id):
+                return 422, _error("foreign_session", f"names another call than {call.info.id!r}")
+            return await _push(app, call, actions)
+        return 400, _error("unknown_operation", f"no control operation {op!r}")
+
+    return execute
 
 
 def _parse_actions(data: Any) -> list[Action] | Response:
@@ -89,24 +148,30 @@ def _parse_actions(data: Any) -> list[Action] | Response:
 
 
 async def list_sessions(request: Request) -> Response:
-    return JSONResponse({"sessions": [call.describe() for call in flow_app(request).calls]})
+    cluster = _cluster(request)
+    if cluster is None:
+        return JSONResponse({"sessions": [call.describe() for call in flow_app(request).calls]})
+    try:
+        return JSONResponse({"sessions": await cluster.sessions()})
+    except ClusterUnavailable as exc:
+        return error_response(503, "redis_unavailable", str(exc))
 
 
 async def barge_in(request: Request) -> Response:
-    call = _live_call(request)
-    if isinstance(call, Response):
-        return call
-    try:
-        barged_in = await call.barge_in()
-    except NotConnected as exc:
-        return error_response(409, "session_not_connected", str(exc))
-    return JSONResponse({"session_id": call.info.id, "barged_in": barged_in})
+    session_id = request.path_params["session_id"]
+    call = flow_app(request).calls.get(session_id)
+    if call is None:
+        return await _elsewhere(request, "barge_in", session_id)
+    status, body = await _barge_in(call)
+    return JSONResponse(body, status_code=status)
 
 
 async def push_actions(request: Request) -> Response:
-    call = _live_call(request)
-    if isinstance(call, Response):
-        return call
+    session_id = request.path_params["session_id"]
+    app = flow_app(request)
+    call = app.calls.get(session_id)
+    if call is None and _cluster(request) is None:
+        return _not_found(session_id)
     try:
         data = decode_json(await read_limited_body(request, server_settings(request).max_body_bytes))
     except BodyTooLarge as exc:
@@ -116,22 +181,18 @@ async def push_actions(request: Request) -> Response:
     actions = _parse_actions(data)
     if isinstance(actions, Response):
         return actions
-    if foreign(actions, call.info.id):
-        msg = f"names another call; leave it out or send {call.info.id!r}"
+    if foreign(actions, session_id):
+        msg = f"names another call; leave it out or send {session_id!r}"
         errors = [
             {"loc": ([index] if isinstance(data, list) else []) + ["session_id"], "msg": msg}
             for index, action in enumerate(actions)
-            if action.session_id not in (None, call.info.id)
+            if action.session_id not in (None, session_id)
         ]
         return error_response(422, "foreign_session", errors)
-    app = flow_app(request)
-    try:
-        await call.push(app.finish(actions, call.info.id))
-    except NotConnected as exc:
-        return error_response(409, "session_not_connected", str(exc))
-    except QueueFull as exc:
-        return error_response(429, "queue_full", str(exc))
-    return JSONResponse({"accepted": len(actions)}, status_code=202)
+    if call is None:
+        return await _elsewhere(request, "actions", session_id, [action.to_wire() for action in actions])
+    status, body = await _push(app, call, actions)
+    return JSONResponse(body, status_code=status)
 
 
 routes = [

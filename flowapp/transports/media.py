@@ -40,6 +40,8 @@ from flowapp.logs import call_logger
 from flowapp.protocol.actions import Action
 from flowapp.protocol.events import SessionInfo
 from flowapp.protocol.ids import MAX_ID_LENGTH, is_valid_id
+from flowapp.recording.store import RecordingError, recorder_for
+from flowapp.recording.tap import CallRecording
 from flowapp.responder import Responder
 from flowapp.session import NotConnected, describe_call
 from flowapp.settings import ServerSettings
@@ -508,16 +510,18 @@ class MediaConnection:
         assert self._starting is not None
         info, stream_sid, call_sid = self._starting
         self.log = call_logger(logger, info.id, transport="media", stream_sid=stream_sid)
+        config = engine_config(self.settings, self.responder)
         driver = await SETUP.run(
             LiveDriver,
             info,
             self.responder,
             _renderer(self.websocket),
             CarrierOutlet(self.sender, stream_sid),
-            config=engine_config(self.settings, self.responder),
+            config=config,
             recognizer=make_recognizer(self.settings.recognizer, live=True, workers=self.settings.recognizer_workers),
             jitter_frames=self.settings.media_jitter_frames,
             on_end=self._engine_ended,
+            recording=_recording(self.settings, info, config),
         )
         self._starting = None
         self.driver = driver
@@ -611,6 +615,17 @@ def engine_config(settings: ServerSettings, responder: Responder | None) -> Engi
     if settings.vad_detector is not None:
         config.detector = settings.vad_detector
     return config
+
+
+def _recording(settings: ServerSettings, info: SessionInfo, config: EngineConfig) -> CallRecording | None:
+    if settings.record_dir is None:
+        return None
+    try:
+        recorder = recorder_for(settings.record_dir, settings.record_keep)
+    except RecordingError as exc:
+        logger.error("%s; the call goes on unrecorded", exc)
+        return None
+    return recorder.start(info, config, transport="media", recognizer_name=settings.recognizer)
 
 
 def _renderer(websocket: WebSocket) -> Renderer:

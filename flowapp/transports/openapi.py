@@ -112,7 +112,10 @@ def _error(description: str) -> dict[str, Any]:
 _CONTROL_ERRORS = {
     "401": _error("missing or wrong bearer token"),
     "404": _error("no live call with this session id"),
-    "503": _error("the control API is disabled (no control token configured)"),
+    "503": _error(
+        "the control API is disabled (no control token configured); with several instances also "
+        "`redis_unavailable` (Redis cannot be reached) or `instance_unreachable` (the call's instance did not answer)"
+    ),
 }
 _SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
@@ -149,6 +152,10 @@ def openapi_document() -> dict[str, Any]:
                         "413": _error("the body exceeds the size limit"),
                         "415": _error("the content type is not JSON"),
                         "422": _error("the JSON is not a valid event; detail lists the fields"),
+                        "503": _error(
+                            "the shared session store (Redis) cannot be reached: the event was not handled; "
+                            "send it again after `Retry-After` seconds"
+                        ),
                     },
                 }
             },
@@ -162,7 +169,7 @@ def openapi_document() -> dict[str, Any]:
                                 "type": "object",
                                 "properties": {"sessions": {"type": "array", "items": {"type": "object"}}},
                             },
-                            "the live calls",
+                            "the live calls; of every instance, each with its `instance`, when instances share a Redis",
                         ),
                         "401": _CONTROL_ERRORS["401"],
                         "503": _CONTROL_ERRORS["503"],

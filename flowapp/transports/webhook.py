@@ -1,7 +1,8 @@
 """`POST /webhook`: the platform posts one event, the app answers with its actions.
 
 Every failure has a JSON answer with its own status; nothing a caller sends produces a 500,
-and a failure inside the app becomes the app's fallback reply.
+and a failure inside the app becomes the app's fallback reply. A shared session store that cannot be
+reached answers 503 with `Retry-After`: the event was not handled, and the platform can send it again.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from flowapp.app import FlowApp
 from flowapp.logs import call_logger
 from flowapp.protocol.events import Event, UnknownEventType, parse_event
 from flowapp.protocol.ids import is_valid_id
+from flowapp.session import StoreUnavailable
 from flowapp.transports.auth import API_TOKEN_HEADER, SIGNATURE_HEADER, api_token_ok, signature_ok, unauthorized
 from flowapp.transports.body import BodyTooLarge, MalformedJson, decode_json, read_limited_body
 from flowapp.transports.context import flow_app, server_settings
@@ -64,6 +66,9 @@ async def webhook(request: Request) -> Response:
 async def _answer(app: FlowApp, event: Event) -> Response:
     try:
         body = reply_body(await app.respond(event))
+    except StoreUnavailable as exc:
+        call_logger(logger, event.session.id, event=event.type).error("event not handled: %s", exc)
+        return error_response(503, "session_store_unavailable", f"{exc}; send the event again", {"retry-after": "1"})
     except Exception:
         call_logger(logger, event.session.id, event=event.type).exception("reply failed; answered with the fallback")
         try:

@@ -35,7 +35,7 @@ def test_openapi_document_describes_the_endpoints(live_server: StartServer) -> N
         "/healthz",
     }
     webhook = document["paths"]["/webhook"]["post"]
-    assert set(webhook["responses"]) == {"200", "204", "400", "401", "403", "408", "409", "413", "415", "422"}
+    assert set(webhook["responses"]) == {"200", "204", "400", "401", "403", "408", "409", "413", "415", "422", "503"}
     schemas = document["components"]["schemas"]
     assert {"Event", "Action", "UserSpeak", "Speak", "BargeIn", "SessionInfo"} <= set(schemas)
     assert schemas["BargeIn"]["properties"]["minimum_characters"]["maximum"] == 100
