@@ -2,6 +2,11 @@
 
     python -m benchmarks.live_calls --calls 300 --seconds 20
     python -m benchmarks.live_calls --calls 50,150,300 --seconds 20
+    python -m benchmarks.live_calls --calls 300 --vad cascade,webrtc --baseline main --recognizer none
+
+`--vad` and `--baseline` compare in one run, on the same machine load: each detector, and the server of another
+git revision (its tree exported to a temporary directory) beside this checkout's. `--recognizer none` keeps
+Whisper, which otherwise decodes every utterance on the server's core, out of the media path's figures.
 
 The server (`flowapp serve benchmarks.live_app:app`) runs in a subprocess pinned to CPU 0; the carriers
 run in this process, pinned to CPU 1, as raw asyncio protocols (a full WebSocket library per connection
@@ -297,11 +302,21 @@ async def _send_all(links: list[CarrierLink], calls: list[CallStats]) -> None:
 # Server process ------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Server:
+    """What runs the server: a detector, a recognizer, and the source tree (this checkout or a baseline's)."""
+
+    label: str
+    vad: str | None
+    recognizer: str | None
+    root: Path = ROOT
+
+
 class ServerProcess:
-    def __init__(self, port: int, log: Path, vad: str | None) -> None:
+    def __init__(self, port: int, log: Path, server: Server) -> None:
         self.port = port
         self.log_path = log
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(server.root)}
         self._log = log.open("w")
         self.proc = subprocess.Popen(
             [
@@ -314,9 +329,10 @@ class ServerProcess:
                 str(port),
                 "--log-level",
                 "warning",
-                *(["--vad", vad] if vad else []),
+                *(["--vad", server.vad] if server.vad else []),
+                *(["--recognizer", server.recognizer] if server.recognizer else []),
             ],
-            cwd=ROOT,
+            cwd=server.root,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -434,8 +450,8 @@ def pct(values: list[float], q: float) -> float:
 
 
 def run_one(
-    n_calls: int, seconds: float, port: int, vad: str | None, engine_figures: dict[int, list[float | None]]
-) -> dict[str, float]:
+    n_calls: int, seconds: float, port: int, spec: Server, engine_figures: dict[int, list[float | None]]
+) -> dict[str, float | str]:
     programs = {v: program(v, seconds) for v in range(PROGRAM_VARIANTS)}
     frames = {v: media_frames(p) for v, p in programs.items()}
     calls = [
@@ -443,7 +459,7 @@ def run_one(
         for i, v in ((i, i % PROGRAM_VARIANTS) for i in range(n_calls))
     ]
     log = Path(tempfile.gettempdir()) / f"flowapp-bench-server-{n_calls}.log"
-    server = ServerProcess(port, log, vad)
+    server = ServerProcess(port, log, spec)
     try:
         server.wait_ready()
         _uvloop_run(warm_up(port))
@@ -495,6 +511,7 @@ def run_one(
     engine_all = [e for v in range(PROGRAM_VARIANTS) for e in engine_figures[v] if e is not None]
     stalls = sum(1 for line in log.read_text().splitlines() if "event loop stalled" in line)
     return {
+        "server": spec.label,
         "calls": n_calls,
         "cpu_pct": figures["cpu"] * 100,
         "sys_pct": figures["sys"] * 100,
@@ -555,6 +572,7 @@ def _uvloop_run(coro: object) -> None:
 
 
 COLUMNS = (
+    ("server", "server", "{}"),
     ("calls", "calls", "{:.0f}"),
     ("cpu_pct", "server CPU %", "{:.1f}"),
     ("sys_pct", "of it sys %", "{:.1f}"),
@@ -579,11 +597,32 @@ COLUMNS = (
 )
 
 
-def print_table(rows: list[dict[str, float]]) -> None:
-    widths = [max(len(title), 8) for _, title, _ in COLUMNS]
+def print_table(rows: list[dict[str, float | str]]) -> None:
+    widths = [max(len(title), 8, *(len(fmt.format(row[key])) for row in rows)) for key, title, fmt in COLUMNS]
     print("  ".join(title.rjust(w) for (_, title, _), w in zip(COLUMNS, widths, strict=True)))
     for row in rows:
         print("  ".join(fmt.format(row[key]).rjust(w) for (key, _, fmt), w in zip(COLUMNS, widths, strict=True)))
+
+
+def export_tree(revision: str, into: Path) -> Path:
+    """The source tree of `revision` of this repository, exported under `into` (the baseline server runs there)."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision], capture_output=True, check=False)
+    if archive.returncode != 0:
+        raise ValueError(f"--baseline {revision!r}: {archive.stderr.decode(errors='replace').strip()}")
+    into.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
+DETECTORS = ("webrtc", "silero", "cascade")
+
+
+def _detectors(raw: str) -> list[str | None]:
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    unknown = [name for name in names if name not in DETECTORS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected detectors from {', '.join(DETECTORS)}, got {raw!r}")
+    return list(names)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -591,19 +630,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", default="300", help="concurrent calls; several as 50,150,300")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each call")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--vad", choices=["webrtc", "silero", "cascade"], help="the server's speech detector")
+    parser.add_argument(
+        "--vad", type=_detectors, default=[None], help="the server's speech detector; several as cascade,webrtc"
+    )
+    parser.add_argument("--recognizer", help="the server's recognizer (default: the server's own, local Whisper)")
+    parser.add_argument("--baseline", metavar="REV", help="also run the server of this git revision, for comparison")
     args = parser.parse_args(argv)
     if len(os.sched_getaffinity(0)) < 2:
         print("warning: fewer than 2 CPUs; server and carriers share a core", file=sys.stderr)
     else:
         os.sched_setaffinity(0, {CLIENT_CPU})
-    engine_figures = {v: engine_latencies(program(v, args.seconds), args.vad) for v in range(PROGRAM_VARIANTS)}
-    rows = []
-    for n in (int(x) for x in args.calls.split(",")):
-        rows.append(run_one(n, args.seconds, args.port, args.vad, engine_figures))
-        print_table(rows[-1:])
-    print()
-    print_table(rows)
+    with tempfile.TemporaryDirectory(prefix="flowapp-baseline-") as tmp:
+        servers: list[Server] = []
+        for vad in args.vad:
+            label = vad or "default"
+            if args.baseline:
+                try:
+                    root = export_tree(args.baseline, Path(tmp) / label)
+                except ValueError as exc:
+                    parser.error(str(exc))
+                servers.append(Server(f"{args.baseline}:{label}", vad, args.recognizer, root))
+            servers.append(Server(label, vad, args.recognizer))
+        engine_figures = {
+            vad: {v: engine_latencies(program(v, args.seconds), vad) for v in range(PROGRAM_VARIANTS)}
+            for vad in args.vad
+        }
+        rows = []
+        for n in (int(x) for x in args.calls.split(",")):
+            for server in servers:
+                rows.append(run_one(n, args.seconds, args.port, server, engine_figures[server.vad]))
+                print_table(rows[-1:])
+        print()
+        print_table(rows)
     return 0
 
 

@@ -38,6 +38,7 @@ from flowapp.transports.connections import GuardedHttpProtocol
 from flowapp.transports.control import DISABLED_DETAIL
 from flowapp.transports.direct import DirectWebSocketProtocol
 from flowapp.transports.errors import error_response
+from flowapp.transports.internals import missing_internals
 from flowapp.transports.origin import BrowserGuard
 from flowapp.transports.remote import responder_for
 from flowapp.transports.sip.agent import SipAgent
@@ -263,12 +264,22 @@ def uvicorn_config(server: Starlette, settings: ServerSettings, **options: Any) 
 
     uvicorn's own WebSocket size limit is a hard ceiling above the app's; its WebSocket protocol is the one
     that offers media streams the direct channel; its HTTP protocol enforces the header timeout and the
-    connection cap. Secrets in query strings (`/media?token=`) are redacted from uvicorn's logs.
+    connection cap. Both build on uvicorn internals: if those moved, uvicorn's stock protocols serve instead
+    (with a warning). Secrets in query strings (`/media?token=`) are redacted from uvicorn's logs.
     """
-    options.setdefault("http", GuardedHttpProtocol.bind(settings))
+    missing = missing_internals()
+    if missing:
+        logger.warning(
+            "uvicorn %s or websockets lacks what flowapp's protocols build on (%s): serving with uvicorn's stock "
+            "protocols, so media streams take plain ASGI and there is no header timeout or connection cap",
+            uvicorn.__version__,
+            ", ".join(missing),
+        )
+    else:
+        options.setdefault("http", GuardedHttpProtocol.bind(settings))
+        options.setdefault("ws", DirectWebSocketProtocol)
     options.setdefault("host", settings.host)
     options.setdefault("port", settings.port)
-    options.setdefault("ws", DirectWebSocketProtocol)
     config = uvicorn.Config(server, ws_max_size=2 * settings.max_ws_message_bytes, **options)
     redact_server_logs()
     return config

@@ -13,13 +13,8 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Protocol
 
+import starlette.exceptions
 from pydantic import BaseModel
-from starlette.exceptions import StarletteDeprecationWarning
-
-with warnings.catch_warnings():
-    # Starlette nudges TestClient users from httpx towards httpx2; httpx is the client this project depends on.
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
 
 from flowapp.app import FlowApp
 from flowapp.protocol.actions import Action, parse_actions
@@ -27,6 +22,15 @@ from flowapp.protocol.events import SessionInfo
 from flowapp.server import create_server
 from flowapp.settings import ServerSettings
 from flowapp.transports.auth import API_TOKEN_HEADER, SIGNATURE_HEADER, sign
+
+_HTTPX2_NUDGE: type[Warning] | None = getattr(starlette.exceptions, "StarletteDeprecationWarning", None)
+"""Starlette 1.x nudges TestClient users from httpx towards httpx2 (httpx is the client this project depends on);
+older Starlette versions neither warn nor have the class."""
+
+with warnings.catch_warnings():
+    if _HTTPX2_NUDGE is not None:
+        warnings.simplefilter("ignore", _HTTPX2_NUDGE)
+    from starlette.testclient import TestClient
 
 DEFAULT_SESSION = SessionInfo(
     id="test-session",

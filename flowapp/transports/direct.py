@@ -16,13 +16,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
 from websockets.frames import Frame
 from websockets.http11 import Request
 from websockets.protocol import State
+
+from flowapp.transports.internals import WS_MODULE, base_class
+
+if TYPE_CHECKING:
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+else:  # private to uvicorn: see flowapp.transports.internals
+    WebSocketsSansIOProtocol = base_class(WS_MODULE, "WebSocketsSansIOProtocol")
 
 try:
     from websockets.speedups import apply_mask

@@ -31,7 +31,7 @@ from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketState
 
 from flowapp.app import FlowApp
-from flowapp.audio.vad import SILERO_POOL
+from flowapp.audio.vad import SILERO_POOL, silero_session
 from flowapp.engine.call import EngineConfig
 from flowapp.engine.live import LiveDriver
 from flowapp.engine.render import Renderer
@@ -565,15 +565,20 @@ class MediaConnection:
 
 
 SILERO_PREFILL = 8
-"""Silero models loaded at startup when media calls use a Silero-based detector."""
+"""Silero models loaded at startup when media calls use the plain Silero detector (the cascade shares one)."""
 
 
 async def prepare(settings: ServerSettings) -> None:
-    """Server startup: a Silero-based detector gets its first models before any call needs one, and the
-    recognizer's model is loaded (and its weights checked) before the first caller speaks."""
-    if engine_config(settings, None).detector in ("cascade", "silero"):
+    """Server startup: a Silero-based detector gets its model (the cascade's shared session, the plain Silero
+    detector's first per-call models) before any call needs one, and the recognizer's model is loaded (and its
+    weights checked) before the first caller speaks."""
+    detector = engine_config(settings, None).detector
+    if detector in ("cascade", "silero"):
         try:
-            await SETUP.run(SILERO_POOL.prefill, SILERO_PREFILL)
+            if detector == "cascade":
+                await SETUP.run(silero_session)
+            else:
+                await SETUP.run(SILERO_POOL.prefill, SILERO_PREFILL)
         except ImportError as exc:
             logger.error("%s; media calls will fail until it is installed", exc)
     if settings.recognizer is not None:

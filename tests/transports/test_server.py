@@ -9,7 +9,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from flowapp import FlowApp
-from flowapp.audio.vad import SILERO_POOL
+from flowapp.audio.vad import SILERO_POOL, silero_session
 from flowapp.server import create_server
 from flowapp.settings import ServerSettings, SettingsError
 from flowapp.transports.media import SILERO_PREFILL
@@ -53,9 +53,15 @@ def test_settings_default_to_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     assert create_server(FlowApp(), ServerSettings()).state.settings.api_token is None
 
 
-def test_a_cascade_server_has_silero_models_ready_before_the_first_call(
+def test_a_cascade_server_has_silero_ready_before_the_first_call(live_server: StartServer) -> None:
+    silero_session.cache_clear()
+    live_server(FlowApp(), ServerSettings(vad_detector="cascade"))
+    assert silero_session.cache_info().currsize == 1
+
+
+def test_a_silero_server_has_models_ready_before_the_first_call(
     live_server: StartServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(SILERO_POOL, "idle", [])
-    live_server(FlowApp(), ServerSettings(vad_detector="cascade"))
+    live_server(FlowApp(), ServerSettings(vad_detector="silero"))
     assert len(SILERO_POOL.idle) >= SILERO_PREFILL
