@@ -28,6 +28,7 @@ from flowapp.audio.frames import SAMPLE_RATE
 from flowapp.engine.call import EngineConfig, Record
 from flowapp.protocol.events import SessionInfo
 from flowapp.recording.tap import FORMAT, CallRecording
+from flowapp.settings import ServerSettings
 
 logger = logging.getLogger("flowapp.recording")
 
@@ -282,6 +283,21 @@ def recorder_for(root: str, keep: int) -> Recorder:
         if recorder is None:
             recorder = _RECORDERS[key] = Recorder(key[0], keep)
         return recorder
+
+
+def record_call(
+    settings: ServerSettings, info: SessionInfo, config: EngineConfig, transport: str
+) -> CallRecording | None:
+    """The recording of one live call when the server records (`record_dir`); a folder that has become
+    unusable is logged and the call goes on unrecorded."""
+    if settings.record_dir is None:
+        return None
+    try:
+        recorder = recorder_for(settings.record_dir, settings.record_keep)
+    except RecordingError as exc:
+        logger.error("%s; the call goes on unrecorded", exc)
+        return None
+    return recorder.start(info, config, transport=transport, recognizer_name=settings.recognizer)
 
 
 @dataclass

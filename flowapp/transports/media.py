@@ -39,8 +39,7 @@ from flowapp.logs import call_logger
 from flowapp.protocol.actions import Action
 from flowapp.protocol.events import SessionInfo
 from flowapp.protocol.ids import MAX_ID_LENGTH, is_valid_id
-from flowapp.recording.store import RecordingError, recorder_for
-from flowapp.recording.tap import CallRecording
+from flowapp.recording.store import record_call
 from flowapp.responder import Responder
 from flowapp.session import NotConnected, describe_call
 from flowapp.settings import ServerSettings
@@ -499,7 +498,7 @@ class MediaConnection:
             recognizer=make_recognizer(self.settings.recognizer, live=True, workers=self.settings.recognizer_workers),
             jitter_frames=self.settings.media_jitter_frames,
             on_end=self._engine_ended,
-            recording=_recording(self.settings, info, config),
+            recording=record_call(self.settings, info, config, "media"),
         )
         self._starting = None
         self.driver = driver
@@ -594,17 +593,6 @@ def engine_config(settings: ServerSettings, responder: Responder | None) -> Engi
     if settings.vad_detector is not None:
         config.detector = settings.vad_detector
     return config
-
-
-def _recording(settings: ServerSettings, info: SessionInfo, config: EngineConfig) -> CallRecording | None:
-    if settings.record_dir is None:
-        return None
-    try:
-        recorder = recorder_for(settings.record_dir, settings.record_keep)
-    except RecordingError as exc:
-        logger.error("%s; the call goes on unrecorded", exc)
-        return None
-    return recorder.start(info, config, transport="media", recognizer_name=settings.recognizer)
 
 
 def _renderer(websocket: WebSocket) -> Renderer:

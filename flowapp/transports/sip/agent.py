@@ -31,8 +31,7 @@ from flowapp.engine.render import Renderer
 from flowapp.logs import call_logger
 from flowapp.protocol.actions import Action
 from flowapp.protocol.events import SessionInfo
-from flowapp.recording.store import RecordingError, recorder_for
-from flowapp.recording.tap import CallRecording
+from flowapp.recording.store import record_call
 from flowapp.responder import Responder
 from flowapp.session import NotConnected, describe_call
 from flowapp.settings import ServerSettings
@@ -198,7 +197,7 @@ class Dialog:
             config=config,
             recognizer=make_recognizer(settings.recognizer, live=True, workers=settings.recognizer_workers),
             jitter_frames=settings.media_jitter_frames,
-            recording=_recording(settings, info, config),
+            recording=record_call(settings, info, config, "sip"),
         )
 
     async def _open_rtp(self, offer: Offer) -> bool:
@@ -525,18 +524,6 @@ class Dialog:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._retransmit  # an error response keeps the dialog until its ACK absorbs it
             self.agent.forget(self)
-
-
-def _recording(settings: ServerSettings, info: SessionInfo, config: EngineConfig) -> CallRecording | None:
-    """With `record_dir`, SIP calls are recorded like media calls."""
-    if settings.record_dir is None:
-        return None
-    try:
-        recorder = recorder_for(settings.record_dir, settings.record_keep)
-    except RecordingError as exc:
-        logger.error("%s; the call goes on unrecorded", exc)
-        return None
-    return recorder.start(info, config, transport="sip", recognizer_name=settings.recognizer)
 
 
 def check_sip_port(settings: ServerSettings) -> None:
