@@ -10,10 +10,8 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import textwrap
 import time
 import uuid
@@ -25,9 +23,10 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.cluster.redis_server import RedisServer, free_port
+from tests.cluster.redis_server import RedisServer
 from tests.live.calls import CUSTOM
 from tests.live.carrier import Carrier
+from tests.live.serving import ServeProcess, free_port
 
 APP = """
 import json, os
@@ -56,47 +55,16 @@ TOKEN = "control-secret"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 
-class Instance:
+class Instance(ServeProcess):
+    """One instance of the cluster: the test app, the shared Redis, its own journal."""
+
     def __init__(self, tmp_path: Path, redis_url: str, port: int | None = None) -> None:
         port = port or free_port()
-        self.port = port
-        self.base = f"http://127.0.0.1:{port}"
-        self.ws = f"ws://127.0.0.1:{port}"
-        environment = {
-            **os.environ,
-            "FLOWAPP_JOURNAL": str(tmp_path / f"journal-{port}"),
-            "FLOWAPP_RECOGNIZER": "none",
-            "FLOWAPP_CONTROL_TOKEN": TOKEN,
-            "EVENTS_FILE": str(tmp_path / "events.jsonl"),
-        }
-        command = [sys.executable, "-m", "flowapp", "serve", "clusterapp:app", "--port", str(port)]
-        command += ["--redis", redis_url, "--log-level", os.environ.get("CLUSTER_LOG", "warning")]
-        self.process = subprocess.Popen(
-            command, cwd=tmp_path, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        log_level = os.environ.get("CLUSTER_LOG", "warning")
+        args = ("--redis", redis_url, "--log-level", log_level)
+        super().__init__(
+            tmp_path, "clusterapp:app", port, tmp_path / f"journal-{port}", *args, FLOWAPP_CONTROL_TOKEN=TOKEN
         )
-
-    async def ready(self) -> None:
-        deadline = time.monotonic() + 30
-        async with httpx.AsyncClient() as http:
-            while True:
-                try:
-                    await http.get(self.base + "/healthz", timeout=1)
-                    return
-                except httpx.TransportError:
-                    assert self.process.poll() is None, self.process.communicate()[1]
-                    assert time.monotonic() < deadline, "server did not come up"
-                    await asyncio.sleep(0.1)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def stop(self) -> str:
-        if self.process.poll() is not None:
-            return ""
-        self.process.terminate()
-        return self.process.communicate(timeout=15)[1]
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from flowapp.cli import main
 from flowapp.settings import ServerSettings
 from tests.conftest import StartServer
 from tests.live.calls import LONG_TEXT, RecordingApp, caller_speech
+from tests.live.serving import free_port
 
 HELLO = "Hello, and welcome."
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,12 +38,6 @@ def caller_wav(tmp_path: Path) -> Path:
 
 def lines(out: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.splitlines()]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.mark.parametrize(

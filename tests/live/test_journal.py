@@ -9,10 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import textwrap
 import time
 import uuid
@@ -30,6 +26,7 @@ from flowapp.settings import ServerSettings
 from tests.conftest import StartServer
 from tests.live.calls import CUSTOM, PushedCall, RecordingApp
 from tests.live.carrier import Carrier
+from tests.live.serving import ServeProcess, free_port
 
 APP = """
 import json, os
@@ -48,47 +45,11 @@ def end(event):
 """
 
 
-class Instance:
+class Instance(ServeProcess):
+    """The test app on a fixed port, so the next instance finds the journal of the one before."""
+
     def __init__(self, tmp_path: Path, port: int, **env: str) -> None:
-        self.base = f"http://127.0.0.1:{port}"
-        self.ws = f"ws://127.0.0.1:{port}"
-        environment = {
-            **os.environ,
-            "FLOWAPP_JOURNAL": str(tmp_path / "journal"),
-            "FLOWAPP_RECOGNIZER": "none",
-            "EVENTS_FILE": str(tmp_path / "events.jsonl"),
-            **env,
-        }
-        command = [sys.executable, "-m", "flowapp", "serve", "lostapp:app", "--port", str(port)]
-        self.process = subprocess.Popen(
-            command, cwd=tmp_path, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
-
-    async def ready(self) -> None:
-        deadline = time.monotonic() + 30
-        async with httpx.AsyncClient() as http:
-            while True:
-                try:
-                    await http.get(self.base + "/healthz", timeout=1)
-                    return
-                except httpx.TransportError:
-                    assert self.process.poll() is None, self.process.communicate()[1]
-                    assert time.monotonic() < deadline, "server did not come up"
-                    await asyncio.sleep(0.1)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> str:
-        self.process.terminate()
-        return self.process.communicate(timeout=15)[1]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+        super().__init__(tmp_path, "lostapp:app", port, tmp_path / "journal", **env)
 
 
 def journal_calls(tmp_path: Path) -> list[dict[str, Any]]:

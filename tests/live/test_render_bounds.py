@@ -8,7 +8,6 @@ import asyncio
 import base64
 import os
 import resource
-import socket
 import struct
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import pytest
 
 from tests.live.calls import CUSTOM
 from tests.live.carrier import Carrier
+from tests.live.serving import free_port
 
 RSS_BOUND = 150 * 2**20
 ADDRESS_SPACE_LIMIT = 3 * 2**30
@@ -60,12 +60,6 @@ def peak_rss(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmHWM in /proc status")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def cap_address_space() -> None:
