@@ -388,12 +388,13 @@ def test_a_tcp_stream_that_cannot_be_framed_is_closed(live_server: StartServer, 
 
 def test_a_tcp_connection_from_outside_the_allow_list_is_dropped(live_server: StartServer) -> None:
     server = start_sip_server(live_server, greeting_app().app, sip_allow=("10.0.0.0/8",))
-    with (
-        socket.create_connection(("127.0.0.1", server.sip_port), timeout=5) as stream,
-        pytest.raises(ConnectionResetError),
-    ):
-        stream.sendall(b"OPTIONS sip:x SIP/2.0\r\n\r\n")
-        stream.recv(100)
+    with socket.create_connection(("127.0.0.1", server.sip_port), timeout=5) as stream:
+        try:  # closed or reset, depending on whether the close beat the request: never answered, never held
+            stream.sendall(b"OPTIONS sip:x SIP/2.0\r\n\r\n")
+            answer = stream.recv(100)
+        except (ConnectionResetError, BrokenPipeError):
+            answer = b""
+    assert answer == b""
 
 
 def test_with_a_record_dir_a_sip_call_is_recorded(live_server: StartServer, tmp_path: Path) -> None:
