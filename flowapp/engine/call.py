@@ -638,7 +638,11 @@ class CallEngine:
             transcribing=self.recognizer is not None and self.recognizer.hearing,
             voiced_ms=turn.voiced_ms if turn is not None else 0,
             words_pending=self._words_pending(),
+            words_language=self._words_language(),
         )
+
+    def _words_language(self) -> str | None:
+        return self.recognizer.language if self.recognizer is not None else None
 
     def _words_pending(self) -> bool:
         """Words are on the way, or would be: a decode is running, or none has yet heard the caller's last
@@ -804,7 +808,7 @@ class CallEngine:
             options.mode == "adaptive"
             and not turn.barged_in
             and self.current is not None
-            and classify_words(text, options) == "backchannel"
+            and classify_words(text, options, self._words_language()) == "backchannel"
         )
 
     # Actions ------------------------------------------------------------------------------------

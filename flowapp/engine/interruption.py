@@ -56,6 +56,8 @@ class Candidate:
     speech (music, a fan, a noisy line) and is ridden out instead of stopping the assistant for good."""
     voiced_ms: int = 0
     """Of `speech_ms`, the frames with pitch (see flowapp/audio/voicing.py)."""
+    words_language: str | None = None
+    """The one language the recognizer writes in, whatever the caller speaks (an English-only model)."""
     words_pending: bool = False
     """The recognizer is decoding this speech: its words are on the way."""
 
@@ -88,16 +90,19 @@ def _by_duration(candidate: Candidate, options: InterruptionOptions) -> Verdict:
     return "wait"
 
 
-def classify_words(text: str, options: InterruptionOptions) -> Literal["interruption", "backchannel", "other", "none"]:
+def classify_words(
+    text: str, options: InterruptionOptions, words_language: str | None = None
+) -> Literal["interruption", "backchannel", "other", "none"]:
+    """`words_language`: the one language the recognizer writes in, whatever the caller speaks (None: the call's)."""
     said = normalize(text)
     if not said:
         return "none"
-    interruptions = options.phrases("interruption")
+    interruptions = options.phrases("interruption", words_language)
     tokens = words(said)
     padded = f" {said} "
     if any(f" {phrase} " in padded for phrase in interruptions):
         return "interruption"
-    backchannels = options.phrases("backchannel")
+    backchannels = options.phrases("backchannel", words_language)
     single = {p for p in backchannels if " " not in p and "-" not in p}
     multi = sorted((p for p in backchannels if p not in single), key=len, reverse=True)
     rest = padded
@@ -110,7 +115,7 @@ def classify_words(text: str, options: InterruptionOptions) -> Literal["interrup
 
 
 def _adaptive(candidate: Candidate, options: InterruptionOptions) -> Verdict:
-    kind = classify_words(candidate.text, options)
+    kind = classify_words(candidate.text, options, candidate.words_language)
     if kind != "none" and candidate.voiced_ms < WORD_SUPPORT_MS:
         kind = "none"
     if kind == "interruption":

@@ -82,11 +82,15 @@ class InterruptionOptions(_Options):
     max_backchannel: Seconds = 1.2
     """Longer than this, even "yeah yeah okay right" is a turn of its own."""
 
-    def phrases(self, kind: Literal["backchannel", "interruption"]) -> set[str]:
+    def phrases(self, kind: Literal["backchannel", "interruption"], words_language: str | None = None) -> set[str]:
+        """The call's phrases; with `words_language`, also that language's: a recognizer that writes only English
+        turns a German "ja" into "yeah" and "stopp" into "stop", so its English words must count too."""
         custom = self.backchannel_phrases if kind == "backchannel" else self.interruption_phrases
         defaults = DEFAULT_BACKCHANNELS if kind == "backchannel" else DEFAULT_INTERRUPTIONS
-        lang = self.language.split("-")[0].lower()
-        chosen = (custom or {}).get(lang, defaults.get(lang, defaults["en"]))
+        chosen: set[str] = set()
+        for language in {self.language, words_language or self.language}:
+            lang = language.split("-")[0].lower()
+            chosen.update((custom or {}).get(lang, defaults.get(lang, defaults["en"])))
         return {normalize(p) for p in chosen}
 
     @property

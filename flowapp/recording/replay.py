@@ -90,7 +90,10 @@ class ReplayedRecognizer:
     """The recorded recognizer's answers, given back at the same clock positions (a what-if replay gets
     them at the same call times)."""
 
-    def __init__(self, inputs: list[Record], turn_decoding: bool, position: CallRecording) -> None:
+    def __init__(
+        self, inputs: list[Record], turn_decoding: bool, position: CallRecording, language: str | None = None
+    ) -> None:
+        self.language = language
         self._position = position
         self._feed: dict[int, list[Transcript]] = {}
         self._ends: deque[list[Transcript]] = deque()
@@ -183,7 +186,14 @@ class CallReplay:
         ):
             recognizer = None
         else:
-            recognizer = ReplayedRecognizer(inputs, bool(meta.get("recognizer", {}).get("turn_decoding")), self.tap)
+            recorded = meta.get("recognizer", {})
+            language = recorded.get("language")
+            recognizer = ReplayedRecognizer(
+                inputs,
+                bool(recorded.get("turn_decoding")),
+                self.tap,
+                language if isinstance(language, str) else None,
+            )
         hook: InterruptionHook | None = getattr(options.app, "interruption_hook", None)
         self._verdicts: _RecordedVerdicts | None = None
         if options.app is None and any(r.get("kind") == "verdict" for r in inputs):

@@ -133,7 +133,7 @@ class CallRecording:
             "format": FORMAT,
             "session": session.model_dump(mode="json", exclude_none=True),
             "transport": transport,
-            "recognizer": {"name": recognizer_name, "turn_decoding": False},
+            "recognizer": {"name": recognizer_name, "turn_decoding": False, "language": None},
         }
 
     # Wrapping what the engine is given ------------------------------------------------------------
@@ -142,6 +142,7 @@ class CallRecording:
         if recognizer is None:
             return None
         self.meta["recognizer"]["turn_decoding"] = bool(recognizer.turn_decoding)
+        self.meta["recognizer"]["language"] = recognizer.language
         return RecordingRecognizer(recognizer, self)
 
     def responder(self, responder: Responder) -> Responder:
@@ -282,6 +283,10 @@ class RecordingRecognizer:
     @property
     def hearing(self) -> bool:
         return self._read("hearing", self.inner.hearing)
+
+    @property
+    def language(self) -> str | None:
+        return self.inner.language
 
     def _read(self, name: str, value: bool) -> bool:
         """A state the engine reads is noted when it changes, with which read at this clock position it was."""

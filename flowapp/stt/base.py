@@ -64,6 +64,12 @@ class StreamingRecognizer(Protocol):
         """False while the recognizer cannot keep up: the engine then judges the caller by sound alone."""
         ...
 
+    @property
+    def language(self) -> str | None:
+        """The one language its words come in whatever the caller speaks (an English-only model: "en"), so
+        the engine also knows that language's backchannels; None: it writes the caller's language."""
+        ...
+
 
 class FrameRecognizer:
     """For recognizers that produce words frame by frame: the turn-level hints need no action."""
@@ -71,6 +77,7 @@ class FrameRecognizer:
     turn_decoding = False
     decoding = False
     hearing = True
+    language: str | None = None
 
     def speech_started(self, t_ms: int) -> None:
         """Frame-synchronous recognizers hear every frame anyway."""

@@ -47,6 +47,9 @@ class Job(Protocol):
 
 
 class Decoder(Protocol):
+    language: str | None
+    """See `StreamingRecognizer.language`."""
+
     def start(self, pcm: Pcm, t_ms: int) -> Job | None:
         """Begin decoding; None when there is no capacity (the caller is then judged by sound alone)."""
         ...
@@ -70,6 +73,7 @@ class InlineDecoder:
     def __init__(self, transcriber: WhisperTranscriber, latency_ms: int = SIMULATED_LATENCY_MS) -> None:
         self.transcriber = transcriber
         self.latency_ms = latency_ms
+        self.language = transcriber.language
 
     def start(self, pcm: Pcm, t_ms: int) -> Job:
         return _TimedJob(t_ms + self.latency_ms, self.transcriber.transcribe(pcm))
@@ -107,6 +111,7 @@ class DecodePool:
         if workers < 1:
             raise ValueError("a decode pool needs at least one worker")
         self.transcriber = transcriber
+        self.language = transcriber.language
         self.max_pending = max_pending if max_pending is not None else 3 * workers
         self.stats = PoolStats()
         self._pending = 0
@@ -154,6 +159,10 @@ class LocalRecognizer:
         """False after the pool refused this call's decode: judge by sound alone until the next utterance."""
 
     turn_decoding = True
+
+    @property
+    def language(self) -> str | None:
+        return self.decoder.language
 
     @property
     def decoding(self) -> bool:

@@ -117,6 +117,8 @@ class WhisperTranscriber:
         self.name = model
         self.beam_size = beam_size
         multilingual = self._model.model.is_multilingual
+        self.language: str | None = None if multilingual else "en"
+        """An English-only model writes English whatever the caller speaks."""
         tokenizer = Tokenizer(
             self._model.hf_tokenizer, multilingual, task="transcribe", language="en" if multilingual else None
         )

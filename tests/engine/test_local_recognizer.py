@@ -16,6 +16,9 @@ from benchmarks.turn_taking import (
     Configuration,
     EchoPath,
     SetBuilder,
+    at_level,
+    espeak,
+    fade,
     run_clip,
 )
 from benchmarks.wer import normalize
@@ -48,6 +51,17 @@ def test_minimum_characters_barges_in_on_locally_recognized_words() -> None:
     user = one(timeline, "user_speak")
     assert user["barged_in"] is True
     assert "valid extension" in user["text"]
+
+
+def test_a_german_ja_heard_as_yeah_by_the_english_model_is_a_backchannel() -> None:
+    recognizer = make_recognizer("local")
+    assert recognizer is not None and recognizer.language == "en"
+    builder = SetBuilder(seed=3, quick=False)
+    sound = at_level(fade(espeak("ja", "de", 172, 57)[: 950 * 8]), -27.0)
+    ja = builder.place("bc:ja", "backchannel", sound, text="ja", snr_db=25.0, language="de")
+    outcome = run_clip(0, ja, ADAPTIVE_LOCAL)
+    assert outcome.paused_ms is not None
+    assert outcome.barge_in_ms is None and outcome.resumed
 
 
 def echo_only(delay_ms: int, loss_db: float, seconds: int = 7) -> Clip:

@@ -189,6 +189,14 @@ def test_german_phrases_follow_the_language_option() -> None:
     assert one(timeline, "user_backchannel")["text"] == "genau"
 
 
+def test_an_english_only_recognizers_words_count_on_a_german_call() -> None:
+    german = InterruptionOptions(mode="adaptive", language="de")
+    assert classify_words("Yeah.", german) == "other"
+    assert classify_words("Yeah.", german, words_language="en") == "backchannel"
+    assert classify_words("Stop!", german, words_language="en") == "interruption"
+    assert classify_words("genau", german, words_language="en") == "backchannel"
+
+
 def test_custom_phrase_lists_replace_the_defaults() -> None:
     options = {"interruption": {"mode": "adaptive", "backchannel_phrases": {"en": ["roger"]}}}
     timeline, _ = run(options, place(12000, (2000, espeak("roger"))), transcripts=[(2400, "roger", False)])
