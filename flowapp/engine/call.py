@@ -18,13 +18,12 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from flowapp.audio.frames import FRAME_MS, FRAME_SAMPLES
-from flowapp.audio.limits import MAX_QUEUED_SECONDS
-from flowapp.audio.mixer import LoopingSource, mix
 from flowapp.audio.vad import SpeechDetector, VadConfig, VadEvent, make_detector
 from flowapp.engine.bargein import CallerActivity, Trigger, automatic_trigger, key_press_interrupts
 from flowapp.engine.interruption import Candidate, InterruptionHook, Verdict, classify_words, judge
 from flowapp.engine.listening import Heard, InputStage
-from flowapp.engine.playback import ControlItem, PlaybackItem, PlaybackQueue, QueueItem
+from flowapp.engine.playback import ControlItem, PlaybackItem
+from flowapp.engine.playout import ItemsDropped, Playout, Reply
 from flowapp.engine.render import Rendered
 from flowapp.engine.turns import TurnHandling, words
 from flowapp.logs import call_logger
@@ -45,9 +44,6 @@ from flowapp.protocol.actions import (
 from flowapp.stt.base import StreamingRecognizer, Transcript, count_characters
 
 logger = logging.getLogger("flowapp.engine")
-
-_QUEUED = (Speak, Audio, Hangup, Transfer)
-"""Actions that wait their turn in the playback queue."""
 
 _SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 FINAL_WAIT_MS = 5000
@@ -179,8 +175,8 @@ class CallEngine:
         self._learned_pause_ms: float | None = None
         self.now_ms = 0
         self.outbox: list[ev.Event] = []
-        self.queue = PlaybackQueue()
-        self.current: PlaybackItem | None = None
+        self.log = call_logger(logger, session.id)
+        self.playout = Playout(self.log, self._on_dropped)
         self.pause: Pause | None = None
         self.turn: CallerTurn | None = None
         self.ended = False
@@ -189,11 +185,7 @@ class CallEngine:
         self._on_record = on_record
         self._unheard_ms = unheard_ms
         self._hook = interruption_hook
-        self._background: LoopingSource | None = None
-        self._background_volume = 0.0
         self._input_timeout_at: int | None = None
-        self._reply_counter = 0
-        self._answered_turn = 0
         self._item_baseline_chars = 0
         self._item_speech_began = True
         """The caller has begun speaking since the current item started; until then, words that arrive belong
@@ -202,7 +194,11 @@ class CallEngine:
         self._last_speech_end_ms: int | None = None
         self._words_asked_ms: int | None = None
         """When the recognizer last began decoding the open turn for early words."""
-        self.log = call_logger(logger, session.id)
+
+    @property
+    def current(self) -> PlaybackItem | None:
+        """The item playing (or held), if any."""
+        return self.playout.current
 
     @property
     def recognizer(self) -> StreamingRecognizer | None:
@@ -262,20 +258,9 @@ class CallEngine:
         if self.ended:
             self.log.info("call ended; actions dropped: %s", [r.action.type for r in rendered])
             return
-        turn = self._answered_turn if turn is None else turn
-        if turn > self._answered_turn:
-            self._answered_turn = turn
-            self._dropped(self.queue.drop_older(turn), "newer_turn")
-        elif turn < self._answered_turn:
-            kept = [r for r in rendered if not isinstance(r.action, _QUEUED)]
-            if len(kept) < len(rendered):
-                self.log.info("reply to an earlier caller turn arrived after a newer one's; its audio is dropped")
-                self._record({"event": "items_dropped", "reason": "stale_reply", "items": len(rendered) - len(kept)})
-            rendered = kept
-        self._reply_counter += 1
-        reply_id = self._reply_counter
-        for item in rendered:
-            self._apply_one(item, reply_id, turn)
+        reply = self.playout.admit(rendered, turn)
+        for item in reply.rendered:
+            self._apply_one(item, reply)
 
     def barge_in_now(self, trigger: Trigger = "manual") -> bool:
         """Stop the current playback at once (the control API)."""
@@ -335,19 +320,17 @@ class CallEngine:
     @property
     def queued_ms(self) -> int:
         """Audio still to play: the rest of the current item and everything queued."""
-        current = self.current
-        rest = current.duration_ms - current.played_ms if current is not None else 0
-        return rest + self.queue.audio_ms
+        return self.playout.queued_ms
 
     @property
     def playing(self) -> bool:
-        return self.current is not None and self.pause is None
+        return self.playout.playing
 
     @property
     def audible(self) -> bool:
         """The next frame may carry sound (speech, queued speech or a background loop): a live transport
         sends frames only then, and lets the carrier fill silence."""
-        return self.playing or len(self.queue) > 0 or self._background is not None
+        return self.playout.audible
 
     def take_events(self) -> list[ev.Event]:
         events, self.outbox = self.outbox, []
@@ -356,22 +339,16 @@ class CallEngine:
     # Playout ------------------------------------------------------------------------------------
 
     def _play_frame(self) -> np.ndarray:
-        while self.current is None and len(self.queue):
-            head = self.queue.pop()
-            if isinstance(head, ControlItem):
-                self._run_control(head)
+        while (due := self.playout.next_due(self.now_ms)) is not None:
+            if isinstance(due, ControlItem):
+                self._run_control(due)
                 if self.ended:
                     return _SILENCE
             else:
-                self._start_item(head)
-        frame = self.current.next_frame() if self.current is not None and self.pause is None else _SILENCE
-        if self._background is not None:
-            frame = mix(frame, self._background.next_frame(), self._background_volume)
-        return frame
+                self._start_item(due)
+        return self.playout.frame()
 
     def _start_item(self, item: PlaybackItem) -> None:
-        self.current = item
-        item.started_ms = self.now_ms
         self._input_timeout_at = None
         turn = self.turn
         self._item_baseline_chars = count_characters(turn.text) if turn is not None else 0
@@ -387,9 +364,7 @@ class CallEngine:
         )
 
     def _finish_item(self, *, interrupted: bool) -> None:
-        item = self.current
-        assert item is not None
-        self.current = None
+        item = self.playout.finish()
         self.pause = None
         if self.turn is not None and self.turn.discardable and self.vad.speaking:
             self.turn.discardable = False
@@ -404,7 +379,7 @@ class CallEngine:
                 heard_text=item.heard_text(played_ms),
             )
         )
-        if not interrupted and item.user_input_timeout_seconds and not len(self.queue) and self.turn is None:
+        if not interrupted and item.user_input_timeout_seconds and not len(self.playout.queue) and self.turn is None:
             self._input_timeout_at = self.now_ms + int(item.user_input_timeout_seconds * 1000)
 
     def _run_control(self, item: ControlItem) -> None:
@@ -659,9 +634,7 @@ class CallEngine:
         A live transport clears the carrier's buffer on a pause, so what it sent but the caller did not
         hear yet is gone: the item is rewound by that much, and a resume replays it instead of skipping it.
         """
-        if self._unheard_ms is not None:
-            unheard_frames = self._unheard() // FRAME_MS
-            item.position = max(0, item.position - unheard_frames * FRAME_SAMPLES)
+        self.playout.hold(self._unheard() if self._unheard_ms is not None else 0)
         speech_start = self.vad.speech_started_ms if self.vad.speech_started_ms is not None else self.now_ms
         self.pause = Pause(item, self.now_ms, trigger, self._item_baseline_chars, speech_start)
         self._trace({"event": "pause", "trigger": trigger})
@@ -685,6 +658,7 @@ class CallEngine:
 
     def _resume(self, pause: Pause, *, backchannel: bool, text: str) -> None:
         self.pause = None
+        self.playout.release()
         self._emit(
             ev.AssistantSpeechResumed(
                 session=self.session, played_ms=pause.item.played_ms, paused_ms=self.now_ms - pause.at_ms
@@ -711,9 +685,7 @@ class CallEngine:
         }
         self._record(record, at_ms=at_ms)
         self._finish_item(interrupted=True)
-        dropped = self.queue.drop_reply(item.reply_id)
-        if dropped:
-            self.log.info("barge-in dropped %d queued item(s) of the same reply", len(dropped))
+        self.playout.drop_reply(item.reply_id)
         if trigger in ("vad", "transcript") and self.turn is not None:
             self.turn.barged_in = True
             self.turn.discardable = False
@@ -809,50 +781,24 @@ class CallEngine:
 
     # Actions ------------------------------------------------------------------------------------
 
-    def _dropped(self, items: list[QueueItem], reason: str) -> None:
-        if items:
-            self.log.info("%d queued item(s) dropped (%s)", len(items), reason)
-            self._record({"event": "items_dropped", "reason": reason, "items": len(items)})
+    def _on_dropped(self, dropped: ItemsDropped) -> None:
+        self._record({"event": "items_dropped", "reason": dropped.reason, "items": dropped.items})
 
-    def _apply_one(self, rendered: Rendered, reply_id: int, turn: int) -> None:
+    def _apply_one(self, rendered: Rendered, reply: Reply) -> None:
         action = rendered.action
         if isinstance(action, Speak | Audio):
             if isinstance(action, Speak) and action.vad and action.vad.end_of_turn_silence_ms:
                 self.end_of_turn_silence_ms = action.vad.end_of_turn_silence_ms
-            if rendered.pcm is None:
-                self.log.error("%s skipped: %s", action.type, rendered.problem or "no audio")
-                return
-            if self.queued_ms + len(rendered.pcm) // 8 > MAX_QUEUED_SECONDS * 1000:
-                self.log.error(
-                    "%s skipped: the call already holds %d s of audio to play", action.type, MAX_QUEUED_SECONDS
-                )
-                self._record({"event": "items_dropped", "reason": "queue_full", "items": 1})
-                return
-            self.queue.append(
-                PlaybackItem(
-                    action=action,
-                    pcm=rendered.pcm,
-                    barge_in=action.barge_in or self.config.default_barge_in,
-                    reply_id=reply_id,
-                    turn=turn,
-                    text=action.text if isinstance(action, Speak) else None,
-                    ssml=action.ssml if isinstance(action, Speak) else None,
-                    user_input_timeout_seconds=action.user_input_timeout_seconds if isinstance(action, Speak) else None,
-                )
-            )
+            self.playout.enqueue_audio(rendered, reply, self.config.default_barge_in)
         elif isinstance(action, Hangup | Transfer):
-            self.queue.append(ControlItem(action=action, reply_id=reply_id, turn=turn))
+            self.playout.enqueue_control(action, reply)
         elif isinstance(action, ClearQueue):
-            self._dropped(self.queue.clear(), "clear_queue")
+            self.playout.clear()
         elif isinstance(action, BargeInNow):
             if not self._barge_in_now("manual"):
                 self.log.info("barge_in action with nothing playing")
         elif isinstance(action, MixAudio):
-            if action.stop or rendered.pcm is None:
-                self._background = None
-            else:
-                self._background = LoopingSource(rendered.pcm)
-                self._background_volume = action.volume
+            self.playout.mix(None if action.stop else rendered.pcm, action.volume)
         elif isinstance(action, ConfigureTranscription):
             if action.vad and action.vad.end_of_turn_silence_ms:
                 self.end_of_turn_silence_ms = action.vad.end_of_turn_silence_ms
