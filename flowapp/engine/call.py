@@ -1,6 +1,8 @@
 """`CallEngine`: one phone call, frame by frame, on a clock the driver controls.
 
-Audio flows one way: caller frame -> VAD / transcripts -> turn and barge-in policy -> playout -> frame out.
+Audio flows one way through four stages, and the engine only wires them: the input stage (listening.py: echo,
+VAD, recognizer) -> turn tracking (caller_turns.py) -> the barge-in and pause policy (policy.py, pure: it
+decides, the engine applies) -> playout (playout.py: the queue and the frame out).
 The engine never sleeps, never awaits and knows nothing of HTTP or of `FlowApp`: a driver calls `step()` every
 20 ms of call time with the caller's frame and gets the frame to play back; the events the engine raises
 wait in `outbox` until the driver has them answered and hands the actions back through `apply()`.
@@ -18,13 +20,24 @@ import numpy as np
 
 from flowapp.audio.frames import FRAME_MS, FRAME_SAMPLES
 from flowapp.audio.vad import SpeechDetector, VadConfig, make_detector
-from flowapp.engine.bargein import Trigger, automatic_trigger, key_press_interrupts
+from flowapp.engine.bargein import Trigger
 from flowapp.engine.caller_turns import CallerTurns
-from flowapp.engine.interruption import InterruptionHook, Verdict, judge
+from flowapp.engine.interruption import InterruptionHook, Verdict
 from flowapp.engine.listening import Heard, InputStage
 from flowapp.engine.playback import ControlItem, PlaybackItem
 from flowapp.engine.playout import ItemsDropped, Playout, Reply
-from flowapp.engine.policy import may_interrupt
+from flowapp.engine.policy import (
+    Confirm,
+    Hold,
+    Interrupt,
+    Pause,
+    Resume,
+    on_key_press,
+    wants_words,
+    weighs_words,
+    while_held,
+    while_playing,
+)
 from flowapp.engine.render import Rendered
 from flowapp.engine.turns import TurnHandling
 from flowapp.logs import call_logger
@@ -101,17 +114,6 @@ def vad_timing(detector: str) -> VadConfig:
     return VadConfig(onset_ms=20 if detector == "cascade" else 40, hangover_ms=120)
 
 
-@dataclass
-class Pause:
-    """Playback held on caller activity, waiting to learn whether it was a real interruption."""
-
-    item: PlaybackItem
-    at_ms: int
-    trigger: Trigger
-    baseline_chars: int
-    speech_start_ms: int
-
-
 class CallEngine:
     def __init__(
         self,
@@ -156,7 +158,7 @@ class CallEngine:
             self._record,
             self.log,
         )
-        self.pause: Pause | None = None
+        self.hold: Hold | None = None
         self.ended = False
         self.end_reason: str | None = None
         self.transfer: Transfer | None = None
@@ -256,13 +258,9 @@ class CallEngine:
             self._tap.dtmf(digit)
         item = self.current
         options = self.turn_handling.interruption
-        if (
-            item is not None
-            and options.enabled
-            and options.dtmf
-            and key_press_interrupts(item.barge_in, item.played_ms)
-        ):
-            self._interrupt("dtmf")
+        decision = on_key_press(item.barge_in, item.played_ms, options) if item is not None else None
+        if decision is not None:
+            self._interrupt(decision.trigger)
         self._emit(ev.DtmfReceived(session=self.session, digit=digit))
 
     def push_transcript(self, transcript: Transcript) -> None:
@@ -335,7 +333,7 @@ class CallEngine:
 
     def _finish_item(self, *, interrupted: bool) -> None:
         item = self.playout.finish()
-        self.pause = None
+        self.hold = None
         self.turns.item_finished()
         played_ms = item.played_ms
         if interrupted and self._unheard_ms is not None:
@@ -388,58 +386,34 @@ class CallEngine:
 
     def _decide(self) -> None:
         item = self.current
-        if item is not None and self.pause is not None:
-            self._judge_pause()
+        if item is not None and self.hold is not None:
+            self._judge_hold(item, self.hold)
         elif item is not None and item.finished:
             self._finish_item(interrupted=False)
         elif item is not None:
             self._check_barge_in(item)
-        self.turns.tick(self.now_ms, held=self.pause is not None)
-        if self._waits_for_words(item):
+        held = self.hold is not None
+        self.turns.tick(self.now_ms, held=held)
+        if item is not None and wants_words(item.barge_in, item.played_ms, self.turn_handling.interruption, held=held):
             self.turns.want_words(self.now_ms)
         if self._input_timeout_at is not None and self.now_ms >= self._input_timeout_at:
             self._input_timeout_at = None
             if self.turns.turn is None and self.current is None:
                 self._emit(ev.UserInputTimeout(session=self.session))
 
-    def _waits_for_words(self, item: PlaybackItem | None) -> bool:
-        """A decision hangs on what the caller is saying: a held item, or an item only words can interrupt."""
-        if item is None or not self.turn_handling.interruption.enabled:
-            return False
-        if self.pause is not None:
-            return True
-        if item.played_ms < item.barge_in.allow_after_ms:
-            return False
-        adaptive = self.turn_handling.interruption.mode == "adaptive" and self._interruptible(item)
-        return item.barge_in.strategy == "minimum_characters" or adaptive
-
-    def _interruptible(self, item: PlaybackItem) -> bool:
-        return may_interrupt(item.barge_in, self.turn_handling.interruption)
-
     def _check_barge_in(self, item: PlaybackItem) -> None:
         options = self.turn_handling.interruption
-        if not options.enabled:
-            return
-        if self.turns.turn is None and not self.vad.speaking and options.mode != "adaptive":
-            return  # no speech and no words: the rule cannot trigger (the common case, so skip building it)
+        if not options.enabled or (self.turns.turn is None and not self.vad.speaking and options.mode != "adaptive"):
+            return  # no speech and no words: nothing can trigger (the common case, so skip describing the caller)
         activity = self.turns.activity()
-        trigger = automatic_trigger(item.barge_in, item.played_ms, activity)
-        if options.mode == "adaptive" and self._interruptible(item) and item.played_ms >= item.barge_in.allow_after_ms:
-            verdict = judge(
-                self.turns.candidate(item, self.turns.item_baseline_chars, self.now_ms, self.now_ms), options
-            )
-            if verdict == "interrupt" and trigger is None:
-                trigger = "transcript"
-            elif verdict == "backchannel" and trigger == "transcript":
-                trigger = None
-            elif verdict == "resume":
-                trigger = None  # noise the judge has already ridden out, or fillers (see interruption.py)
-        if trigger is None:
-            return
-        if options.pauses_first and trigger == "vad":
-            self._pause(item, trigger)
-        else:
-            self._interrupt(trigger)
+        heard = None
+        if weighs_words(item.barge_in, item.played_ms, options):
+            heard = self.turns.candidate(item, self.turns.item_baseline_chars, self.now_ms, self.now_ms)
+        decision = while_playing(item.barge_in, item.played_ms, activity, options, heard)
+        if isinstance(decision, Pause):
+            self._pause(item, decision.trigger)
+        elif isinstance(decision, Interrupt):
+            self._interrupt(decision.trigger)
 
     def _pause(self, item: PlaybackItem, trigger: Trigger) -> None:
         """Stop the item where the caller stopped hearing it.
@@ -448,38 +422,34 @@ class CallEngine:
         hear yet is gone: the item is rewound by that much, and a resume replays it instead of skipping it.
         """
         self.playout.hold(self._unheard() if self._unheard_ms is not None else 0)
-        speech_start = self.vad.speech_started_ms if self.vad.speech_started_ms is not None else self.now_ms
-        self.pause = Pause(item, self.now_ms, trigger, self.turns.item_baseline_chars, speech_start)
+        self.hold = Hold(self.now_ms, trigger, self.turns.item_baseline_chars)
         self._trace({"event": "pause", "trigger": trigger})
         self._emit(ev.AssistantSpeechPaused(session=self.session, played_ms=item.played_ms))
 
-    def _judge_pause(self) -> None:
-        pause = self.pause
-        assert pause is not None
-        candidate = self.turns.candidate(pause.item, pause.baseline_chars, pause.at_ms, self.now_ms)
-        verdict: Verdict | None = None
+    def _judge_hold(self, item: PlaybackItem, hold: Hold) -> None:
+        heard = self.turns.candidate(item, hold.baseline_chars, hold.at_ms, self.now_ms)
+        overrule: Verdict | None = None
         if self._hook is not None:
-            verdict = self._hook(candidate)
+            overrule = self._hook(heard)
             if self._tap is not None:
-                self._tap.verdict(verdict)
-        if verdict is None:
-            verdict = judge(candidate, self.turn_handling.interruption)
-        if verdict == "interrupt":
-            self._interrupt(pause.trigger, at_ms=pause.at_ms)
-        elif verdict in ("backchannel", "resume"):
-            self._resume(pause, backchannel=verdict == "backchannel", text=candidate.text)
+                self._tap.verdict(overrule)
+        decision = while_held(hold, heard, self.turn_handling.interruption, overrule)
+        if isinstance(decision, Confirm):
+            self._interrupt(decision.trigger, at_ms=decision.at_ms)
+        elif isinstance(decision, Resume):
+            self._resume(item, hold, decision)
 
-    def _resume(self, pause: Pause, *, backchannel: bool, text: str) -> None:
-        self.pause = None
+    def _resume(self, item: PlaybackItem, hold: Hold, resume: Resume) -> None:
+        self.hold = None
         self.playout.release()
         self._emit(
             ev.AssistantSpeechResumed(
-                session=self.session, played_ms=pause.item.played_ms, paused_ms=self.now_ms - pause.at_ms
+                session=self.session, played_ms=item.played_ms, paused_ms=self.now_ms - hold.at_ms
             )
         )
-        if backchannel:
-            self._emit(ev.UserBackchannel(session=self.session, text=text))
-        self.turns.resumed(backchannel=backchannel, now_ms=self.now_ms)
+        if resume.backchannel:
+            self._emit(ev.UserBackchannel(session=self.session, text=resume.text))
+        self.turns.resumed(backchannel=resume.backchannel, now_ms=self.now_ms)
 
     def _interrupt(self, trigger: Trigger, at_ms: int | None = None) -> None:
         item = self.current
