@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flowapp.audio.mixer import add_noise_at_snr, line_noise
-from flowapp.engine import call as call_module
+from flowapp.engine import playout
 from flowapp.protocol.actions import BargeIn, BargeInNow, ClearQueue, Hangup, Speak
 from flowapp.simulation.run import SimulatedCall
 from tests.engine.harness import ScriptedApp, events, one, order, place, run_call, say, speech, true_onset_ms
@@ -330,7 +330,7 @@ def test_clear_queue_drops_what_is_queued_and_lets_the_current_item_play_on() ->
 
 
 def test_replies_past_the_calls_queued_audio_bound_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(call_module, "MAX_QUEUED_SECONDS", 15)  # LONG speaks for 10.7 s
+    monkeypatch.setattr(playout, "MAX_QUEUED_SECONDS", 15)  # LONG speaks for 10.7 s
     app = ScriptedApp({"session_start": say(Speak(text=LONG, barge_in=BargeIn.none()), FRESH, Speak(text=LONG))})
     timeline = run_call(app, duration_ms=20000)
     assert [r["text"] for r in events(timeline, "assistant_speak")] == [LONG, FRESH.text]

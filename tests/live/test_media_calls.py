@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from flowapp import BargeIn, Hangup, Speak
-from flowapp.engine import call, pump
+from flowapp.engine import playout, pump
 from flowapp.settings import ServerSettings
 from tests.conftest import StartServer
 from tests.live.calls import BOTH_MEDIA_PATHS, CUSTOM, LONG_TEXT, RecordingApp, caller_speech, wait_until
@@ -217,7 +217,7 @@ async def test_pushes_beyond_the_calls_queued_audio_bound_get_429(
     live_server: StartServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pump, "MAX_QUEUED_SECONDS", 25)  # LONG_TEXT speaks for about 10 s
-    monkeypatch.setattr(call, "MAX_QUEUED_SECONDS", 25)
+    monkeypatch.setattr(playout, "MAX_QUEUED_SECONDS", 25)
     rec = RecordingApp({"session_start": greeting(BargeIn.none(), "Hello.")})
     server = live_server(rec.app, CONTROL)
     async with Carrier.connect(server.ws_url, CUSTOM) as carrier, httpx.AsyncClient(base_url=server.base_url) as http:
