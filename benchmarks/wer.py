@@ -50,15 +50,36 @@ def _spell(number: str) -> str:
     return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _DIGITS[n % 10])
 
 
+_CONTRACTIONS = (
+    (r"\bwon't\b", "will not"),
+    (r"\bcan't\b", "can not"),
+    (r"\blet's\b", "let us"),
+    (r"n't\b", " not"),
+    (r"'re\b", " are"),
+    (r"'s\b", " is"),
+    (r"'d\b", " would"),
+    (r"'ll\b", " will"),
+    (r"'ve\b", " have"),
+    (r"'m\b", " am"),
+)
+"""Spelled out on both sides, as the usual Whisper scoring does: "I'm" for "I am" is not a word wrong."""
+_REFERENCE_TYPOS = {"umute": "unmute", "exclaimation": "exclamation"}
+"""Misspellings in Asterisk's own transcripts (core-sounds-en.txt)."""
+
+
 def normalize(text: str) -> list[str]:
     """Lower case, numbers spelled out, punctuation and hyphens gone: "4-6, Mr." and "four six mister" agree.
 
     Notes in the references ("[!]", "(note: ...)") are not words anyone said.
     """
-    text = re.sub(r"\[[^]]*\]|\([^)]*\)", " ", text.lower()).replace("-", " ").replace("'", "")
+    text = re.sub(r"\[[^]]*\]|\([^)]*\)", " ", text.lower().replace("\u2019", "'"))
+    for pattern, spelled in _CONTRACTIONS:
+        text = re.sub(pattern, spelled, text)
+    text = text.replace("-", " ").replace("'", "")
     text = re.sub(r"\d+", lambda m: f" {_spell(m.group())} ", text)
     out = []
     for word in re.findall(r"[a-z]+", text):
+        word = _REFERENCE_TYPOS.get(word, word)
         out.append(_SPELLING.get(word, word))
     return out
 

@@ -114,6 +114,8 @@ def test_every_ended_utterance_gets_exactly_one_final_even_an_empty_one() -> Non
 class _Blocking:
     """A transcriber that waits until released: a busy pool, made on purpose."""
 
+    language = "en"
+
     def __init__(self) -> None:
         self.release = threading.Event()
 
