@@ -406,10 +406,11 @@ class SileroDetector:
         self._last = 0.0
 
 
-_EVIDENCE_BANDS = np.array([0, 300, 600, 1000, 1500, 2200, 3000, 4001])
-"""Band edges in Hz for the spectral-change feature."""
-_BAND_OF_BIN = np.searchsorted(_EVIDENCE_BANDS, np.fft.rfftfreq(2 * FRAME_SAMPLES, 1.0 / SAMPLE_RATE), side="right") - 1
-_HANN = np.hanning(2 * FRAME_SAMPLES)
+_EVIDENCE_FFT = 512
+_BIN_HZ = SAMPLE_RATE / _EVIDENCE_FFT
+_BAND_STARTS = (np.array([0, 300, 600, 1000, 1500, 2200, 3000]) / _BIN_HZ).astype(np.intp)
+"""Band edges (as FFT bins) for the spectral-change feature."""
+_VOICE_BINS = slice(int(100 / _BIN_HZ), int(3500 / _BIN_HZ))
 _MIN_LAG, _MAX_LAG = 20, 130
 """Pitch lags in samples at 8 kHz: 400 Hz down to about 60 Hz."""
 _LAGS = np.arange(_MIN_LAG, _MAX_LAG + 1)
@@ -427,8 +428,8 @@ ONSET_FEATURES = (
     "log_awake_frames",
     "above_floor_db_10",
 )
-ONSET_WEIGHTS = (3.879, 10.875, -3.977, -3.211, 7.884, -0.201, 4.199, -3.593, -0.099)
-ONSET_BIAS = 4.545
+ONSET_WEIGHTS = (3.875, 11.465, -4.418, -2.249, 6.877, -0.096, 5.353, -4.064, -0.074)
+ONSET_BIAS = 5.499
 ONSET_EVIDENCE = 6.0
 """A logistic model over ONSET_FEATURES, fitted by ``python -m benchmarks.onset_model`` on the barge-in
 benchmark's tuning voices (speech frames just after the onset against music, noise and clicks)."""
@@ -458,21 +459,18 @@ class OnsetEvidence:
 
     def logit(self, recent: npt.NDArray[np.float32], score: float, above_floor_db: float) -> float:
         """Evidence for the newest frame: ``recent`` ends with it (3 frames at least), ``score`` is Silero's."""
-        x = recent[-2 * FRAME_SAMPLES :].astype(np.float64) * 32768.0
-        x -= x.mean()
-        spectrum = np.fft.rfft(x, 512)
-        r = np.fft.irfft(spectrum.real**2 + spectrum.imag**2, 512)
+        power = self._power(recent[-2 * FRAME_SAMPLES :])
+        r = np.fft.irfft(power, _EVIDENCE_FFT)
         periodicity = float((r[_MIN_LAG : _MAX_LAG + 1] * _UNBIAS).max() / r[0]) if r[0] > 0 else 0.0
-        power = self._power(x)
-        bands = np.log10(np.bincount(_BAND_OF_BIN, power, minlength=7)[:7] + 1e-3)
+        bands = np.log10(np.add.reduceat(power, _BAND_STARTS) + 1e-3)
         if self._bands is None:
-            before = recent[-3 * FRAME_SAMPLES : -FRAME_SAMPLES].astype(np.float64) * 32768.0
-            before -= before.mean()
-            self._bands = np.log10(np.bincount(_BAND_OF_BIN, self._power(before), minlength=7)[:7] + 1e-3)
+            self._bands = np.log10(
+                np.add.reduceat(self._power(recent[-3 * FRAME_SAMPLES : -FRAME_SAMPLES]), _BAND_STARTS) + 1e-3
+            )
         change = min(float(np.abs(bands - self._bands).sum()), 6.0)
         self._bands = bands
-        band = power[4:140]
-        flatness = float(np.exp(np.mean(np.log(band))) / np.mean(band))
+        voice = power[_VOICE_BINS] + 1e-3
+        flatness = float(np.exp(np.log(voice).mean()) / voice.mean())
         self._awake += 1
         self._max = max(self._max, score)
         self._scores = [*self._scores[1 - _HISTORY :], score]
@@ -492,9 +490,13 @@ class OnsetEvidence:
         return float(f @ self.weights) + self.bias
 
     @staticmethod
-    def _power(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        spectrum = np.fft.rfft(x * _HANN)
-        return spectrum.real**2 + spectrum.imag**2 + 1e-3
+    def _power(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        """Power spectrum of two frames (in int16 units, mean removed): one FFT serves pitch and spectrum."""
+        x = audio.astype(np.float64) * 32768.0
+        x -= x.mean()
+        spectrum = np.fft.rfft(x, _EVIDENCE_FFT)
+        power: npt.NDArray[np.float64] = spectrum.real**2 + spectrum.imag**2
+        return power
 
     def reset(self) -> None:
         self._scores = []
