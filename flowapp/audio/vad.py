@@ -430,9 +430,11 @@ ONSET_FEATURES = (
 )
 ONSET_WEIGHTS = (3.875, 11.465, -4.418, -2.249, 6.877, -0.096, 5.353, -4.064, -0.074)
 ONSET_BIAS = 5.499
-ONSET_EVIDENCE = 6.0
 """A logistic model over ONSET_FEATURES, fitted by ``python -m benchmarks.onset_model`` on the barge-in
 benchmark's tuning voices (speech frames just after the onset against music, noise and clicks)."""
+ONSET_EVIDENCE = 6.0
+"""The logit that confirms an onset: chosen on the tuning voices so music triggers no more often than with
+Silero alone."""
 
 
 class OnsetEvidence:
@@ -528,6 +530,11 @@ class CascadeDetector:
     through (0.7: 10-21%) and cost ~5 ms of median onset latency against 0.7.
     Silero's verdict can come a frame or two after the screen's; ``onset_lookback_ms`` then says how long
     the screen had already been hearing this sound, so VadTracker dates the start back to it.
+
+    Silero at 8 kHz is slow to be sure of soft onsets and high voices, so while the onset is young (the
+    eager window) an `OnsetEvidence` logit of at least ``onset_evidence`` on a flagged frame confirms it
+    too: pitch, spectrum and level say "voice", and Silero's scores so far do not say "not speech" (they
+    are inputs of the same logit, so a low score vetoes). ``onset_evidence=None`` is Silero alone.
     """
 
     def __init__(
