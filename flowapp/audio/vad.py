@@ -427,12 +427,14 @@ ONSET_FEATURES = (
     "log_flatness",
     "log_awake_frames",
     "above_floor_db_10",
+    "silero_x_periodicity",
+    "silero_x_log_flatness",
 )
-ONSET_WEIGHTS = (3.875, 11.465, -4.418, -2.249, 6.877, -0.096, 5.353, -4.064, -0.074)
-ONSET_BIAS = 5.499
+ONSET_WEIGHTS = (10.592, 10.742, -3.141, -2.573, 5.992, -0.090, 3.964, -4.036, -0.047, 8.617, 10.358)
+ONSET_BIAS = 4.718
 """A logistic model over ONSET_FEATURES, fitted by ``python -m benchmarks.onset_model`` on the barge-in
 benchmark's tuning voices (speech frames just after the onset against music, noise and clicks)."""
-ONSET_EVIDENCE = 6.0
+ONSET_EVIDENCE = 7.0
 """The logit that confirms an onset: chosen on the tuning voices so music triggers no more often than with
 Silero alone."""
 
@@ -488,6 +490,8 @@ class OnsetEvidence:
             math.log10(flatness + 1e-4),
             math.log1p(self._awake),
             min(above_floor_db, 30.0) / 10.0,
+            score * periodicity,
+            score * math.log10(flatness + 1e-4),
         )
         return float(f @ self.weights) + self.bias
 

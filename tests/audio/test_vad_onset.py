@@ -87,7 +87,7 @@ def test_soft_real_onsets_are_confirmed_early(cascade: CascadeDetector) -> None:
         acted = first_start_ms(cascade, pcm)
         assert acted is not None
         latencies.append(acted - onset)
-    # measured: 10-70 ms, median 30; Silero alone confirms the same clips 20-70 ms after, median 35
+    # measured: 10-70 ms, median 28; Silero alone confirms the same clips 20-70 ms after, median 35
     assert min(latencies) > 0
     assert max(latencies) <= 100
     assert np.median(latencies) <= 30
