@@ -433,10 +433,11 @@ ONSET_FEATURES = (
 ONSET_WEIGHTS = (10.592, 10.742, -3.141, -2.573, 5.992, -0.090, 3.964, -4.036, -0.047, 8.617, 10.358)
 ONSET_BIAS = 4.718
 """A logistic model over ONSET_FEATURES, fitted by ``python -m benchmarks.onset_model`` on the barge-in
-benchmark's tuning voices (speech frames just after the onset against music, noise and clicks)."""
+benchmark's tuning voices (speech frames just after the onset against three of the five music files,
+noise, clicks and bursts)."""
 ONSET_EVIDENCE = 7.0
-"""The logit that confirms an onset: chosen on the tuning voices so music triggers no more often than with
-Silero alone."""
+"""The logit that confirms an onset: the lowest at which no music clip of the turn-taking benchmark
+interrupts that did not with Silero alone."""
 
 
 class OnsetEvidence:
