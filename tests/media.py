@@ -11,12 +11,15 @@ import subprocess
 from functools import cache
 from pathlib import Path
 
-from flowapp.audio import alaw_decode, decode_wav, read_wav
+import numpy as np
+
+from flowapp.audio import alaw_decode, decode_wav, read_wav, resample
 from flowapp.audio.frames import Pcm
 
 ASTERISK_SOUNDS = Path("/usr/share/asterisk/sounds/en")
 MOH_DIR = Path("/usr/share/asterisk/moh")
-LIBRIVOX_DIR = Path("/usr/share/pocketsphinx/test/data/librivox")
+POCKETSPHINX_DATA = Path("/usr/share/pocketsphinx/test/data")
+LIBRIVOX_DIR = POCKETSPHINX_DATA / "librivox"
 G711A_PCAP = Path("/usr/share/sip-tester/g711a.pcap")
 
 SPEECH_PROMPTS = (
@@ -37,7 +40,7 @@ SPEECH_PROMPTS = (
 _PACKAGES = {
     ASTERISK_SOUNDS: "asterisk-core-sounds-en-wav",
     MOH_DIR: "asterisk-moh-opsound-wav",
-    LIBRIVOX_DIR: "pocketsphinx-testdata",
+    POCKETSPHINX_DATA: "pocketsphinx-testdata",
     G711A_PCAP.parent: "sip-tester",
 }
 
@@ -110,6 +113,25 @@ def librivox_audio(path: Path, rate: int = 8000) -> Pcm:
     return _librivox_audio(path, rate).copy()
 
 
+_CMU_RAW = ("goforward.raw", "numbers.raw", "something.raw", "tidigits/dhd.2934z.raw")
+"""Headerless 16 kHz 16-bit little-endian recordings of CMU speakers."""
+
+
+@cache
+def _cmu_readers() -> tuple[tuple[str, Pcm], ...]:
+    cards = sorted(_require(POCKETSPHINX_DATA / "cards").glob("*.wav"))
+    clips = [(f"cards-{p.stem}", decode_wav(p.read_bytes(), rate=8000)) for p in cards]
+    for name in _CMU_RAW:
+        raw = np.frombuffer(_require(POCKETSPHINX_DATA / name).read_bytes(), dtype="<i2")
+        clips.append((Path(name).stem.split(".")[0], resample(raw, 16_000, 8000)))
+    return tuple(clips)
+
+
+def cmu_readers() -> list[tuple[str, Pcm]]:
+    """(name, 8 kHz PCM) of pocketsphinx's test recordings: CMU card readers and other CMU speakers."""
+    return [(name, pcm.copy()) for name, pcm in _cmu_readers()]
+
+
 def _pcap_udp_payloads(data: bytes) -> list[bytes]:
     magic = data[:4]
     endian = {b"\xd4\xc3\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">", b"\x4d\x3c\xb2\xa1": "<", b"\xa1\xb2\x3c\x4d": ">"}
@@ -174,17 +196,20 @@ def pcap_speech_alaw() -> Pcm:
 
 
 @cache
-def _espeak(text: str, voice: str) -> Pcm:
+def _espeak(text: str, voice: str, pitch: int | None) -> Pcm:
+    pitched = [] if pitch is None else ["-p", str(pitch)]
+    command = ["espeak-ng", "--stdout", "-v", voice, *pitched, "--", text]
     try:
-        out = subprocess.run(["espeak-ng", "--stdout", "-v", voice, "--", text], capture_output=True, check=True).stdout
+        out = subprocess.run(command, capture_output=True, check=True).stdout
     except FileNotFoundError as exc:
         raise MissingMediaError("espeak-ng not found; install it with: apt-get install espeak-ng") from exc
     return decode_wav(out)
 
 
-def espeak(text: str, voice: str = "en-us") -> Pcm:
-    """Synthetic speech at 8 kHz, straight from the espeak-ng program (no flowapp TTS layer involved)."""
-    return _espeak(text, voice).copy()
+def espeak(text: str, voice: str = "en-us", pitch: int | None = None) -> Pcm:
+    """Synthetic speech at 8 kHz, straight from the espeak-ng program (no flowapp TTS layer involved);
+    ``pitch`` is espeak-ng's ``-p`` (0-99, 50 by default)."""
+    return _espeak(text, voice, pitch).copy()
 
 
 __all__ = [
@@ -192,9 +217,11 @@ __all__ = [
     "G711A_PCAP",
     "LIBRIVOX_DIR",
     "MOH_DIR",
+    "POCKETSPHINX_DATA",
     "SPEECH_PROMPTS",
     "MissingMediaError",
     "asterisk_prompt",
+    "cmu_readers",
     "espeak",
     "librivox_audio",
     "librivox_clips",

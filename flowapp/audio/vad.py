@@ -406,6 +406,114 @@ class SileroDetector:
         self._last = 0.0
 
 
+_EVIDENCE_FFT = 512
+_BIN_HZ = SAMPLE_RATE / _EVIDENCE_FFT
+_BAND_STARTS = (np.array([0, 300, 600, 1000, 1500, 2200, 3000]) / _BIN_HZ).astype(np.intp)
+"""Band edges (as FFT bins) for the spectral-change feature."""
+_VOICE_BINS = slice(int(100 / _BIN_HZ), int(3500 / _BIN_HZ))
+_MIN_LAG, _MAX_LAG = 20, 130
+"""Pitch lags in samples at 8 kHz: 400 Hz down to about 60 Hz."""
+_LAGS = np.arange(_MIN_LAG, _MAX_LAG + 1)
+_UNBIAS = 2 * FRAME_SAMPLES / (2 * FRAME_SAMPLES - _LAGS)
+_VOICED = 0.45
+_HISTORY = 3
+ONSET_FEATURES = (
+    "silero",
+    "silero_max",
+    "silero_mean3",
+    "voiced_share3",
+    "periodicity",
+    "spectral_change",
+    "log_flatness",
+    "log_awake_frames",
+    "above_floor_db_10",
+    "silero_x_periodicity",
+    "silero_x_log_flatness",
+)
+ONSET_WEIGHTS = (10.592, 10.742, -3.141, -2.573, 5.992, -0.090, 3.964, -4.036, -0.047, 8.617, 10.358)
+ONSET_BIAS = 4.718
+"""A logistic model over ONSET_FEATURES, fitted by ``python -m benchmarks.onset_model`` on the barge-in
+benchmark's tuning voices (speech frames just after the onset against three of the five music files,
+noise, clicks and bursts)."""
+ONSET_EVIDENCE = 7.0
+"""The logit that confirms an onset: the lowest at which no music clip of the turn-taking benchmark
+interrupts that did not with Silero alone."""
+
+
+class OnsetEvidence:
+    """How much a sound the cascade is awake for looks like the start of speech, as a logit.
+
+    Silero's score is one input; the others are cheap and answer what Silero is slow to say at 8 kHz on
+    soft onsets and high voices: periodicity in the pitch range, a speech-like (not flat) spectrum that
+    changes from frame to frame, and the level over the noise floor. Computed only while the cascade is
+    awake, from the frames it keeps for Silero's pre-roll, so a quiet line costs nothing more.
+    """
+
+    def __init__(self, weights: tuple[float, ...] = ONSET_WEIGHTS, bias: float = ONSET_BIAS) -> None:
+        if len(weights) != len(ONSET_FEATURES):
+            raise ValueError(f"expected {len(ONSET_FEATURES)} onset weights, got {len(weights)}")
+        self.weights = np.array(weights, dtype=np.float64)
+        self.bias = bias
+        self.features = np.zeros(len(ONSET_FEATURES))
+        """The last frame's features, for fitting the weights."""
+        self._scores: list[float] = []
+        self._voiced: list[bool] = []
+        self._max = 0.0
+        self._awake = 0
+        self._bands: npt.NDArray[np.float64] | None = None
+
+    def logit(self, recent: npt.NDArray[np.float32], score: float, above_floor_db: float) -> float:
+        """Evidence for the newest frame: ``recent`` ends with it (3 frames at least), ``score`` is Silero's."""
+        power = self._power(recent[-2 * FRAME_SAMPLES :])
+        r = np.fft.irfft(power, _EVIDENCE_FFT)
+        periodicity = float((r[_MIN_LAG : _MAX_LAG + 1] * _UNBIAS).max() / r[0]) if r[0] > 0 else 0.0
+        bands = np.log10(np.add.reduceat(power, _BAND_STARTS) + 1e-3)
+        if self._bands is None:
+            self._bands = np.log10(
+                np.add.reduceat(self._power(recent[-3 * FRAME_SAMPLES : -FRAME_SAMPLES]), _BAND_STARTS) + 1e-3
+            )
+        change = min(float(np.abs(bands - self._bands).sum()), 6.0)
+        self._bands = bands
+        voice = power[_VOICE_BINS] + 1e-3
+        flatness = float(np.exp(np.log(voice).mean()) / voice.mean())
+        self._awake += 1
+        self._max = max(self._max, score)
+        self._scores = [*self._scores[1 - _HISTORY :], score]
+        self._voiced = [*self._voiced[1 - _HISTORY :], periodicity >= _VOICED]
+        f = self.features
+        f[:] = (
+            score,
+            self._max,
+            sum(self._scores) / len(self._scores),
+            sum(self._voiced) / len(self._voiced),
+            periodicity,
+            change,
+            math.log10(flatness + 1e-4),
+            math.log1p(self._awake),
+            min(above_floor_db, 30.0) / 10.0,
+            score * periodicity,
+            score * math.log10(flatness + 1e-4),
+        )
+        return float(f @ self.weights) + self.bias
+
+    @staticmethod
+    def _power(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        """Power spectrum of two frames (in int16 units, mean removed): one FFT serves pitch and spectrum."""
+        x = audio.astype(np.float64) * 32768.0
+        x -= x.mean()
+        spectrum = np.fft.rfft(x, _EVIDENCE_FFT)
+        power: npt.NDArray[np.float64] = spectrum.real**2 + spectrum.imag**2
+        return power
+
+    def reset(self) -> None:
+        self._scores = []
+        self._voiced = []
+        self._max = 0.0
+        self._awake = 0
+        self._bands = None
+        self.features[:] = 0.0
+
+
 class CascadeDetector:
     """A cheap screen on every frame; Silero only while the screen hears something.
 
@@ -427,6 +535,11 @@ class CascadeDetector:
     through (0.7: 10-21%) and cost ~5 ms of median onset latency against 0.7.
     Silero's verdict can come a frame or two after the screen's; ``onset_lookback_ms`` then says how long
     the screen had already been hearing this sound, so VadTracker dates the start back to it.
+
+    Silero at 8 kHz is slow to be sure of soft onsets and high voices, so while the onset is young (the
+    eager window) an `OnsetEvidence` logit of at least ``onset_evidence`` on a flagged frame confirms it
+    too: pitch, spectrum and level say "voice", and Silero's scores so far do not say "not speech" (they
+    are inputs of the same logit, so a low score vetoes). ``onset_evidence=None`` is Silero alone.
     """
 
     def __init__(
@@ -434,6 +547,7 @@ class CascadeDetector:
         screen: SpeechDetector | None = None,
         *,
         threshold: float = 0.8,
+        onset_evidence: float | None = ONSET_EVIDENCE,
         preroll_ms: int = 512,
         hold_ms: int = 300,
         eager_ms: int = 300,
@@ -442,6 +556,10 @@ class CascadeDetector:
         self.screen = screen if screen is not None else WebRtcDetector(aggressiveness=2, gate_db=6.0)
         self.threshold = threshold
         self._silero = SileroStream()
+        self.onset_evidence = onset_evidence
+        self.evidence = OnsetEvidence() if onset_evidence is not None else None
+        self.logit = -math.inf
+        """The onset evidence for the last frame (-inf when not judged)."""
         self._window = _SILERO_WINDOW
         preroll_windows = max(1, -(-preroll_ms * SAMPLE_RATE // 1000 // self._window))
         self._ring = np.zeros(preroll_windows * self._window, dtype=np.float32)
@@ -474,16 +592,22 @@ class CascadeDetector:
         ring[-FRAME_SAMPLES:] = frame
         ring[-FRAME_SAMPLES:] *= np.float32(1.0 / 32768.0)
         self._screen_run = self._screen_run + 1 if flagged else 0
+        self.logit = -math.inf
         if flagged and not self.awake:
             self._awake_frames = 0
             self._silero.reset()
+            if self.evidence is not None:
+                self.evidence.reset()
             self.score = self._score(ring)
-            self._latched = self.score >= self.threshold
+            self._latched = self._confirmed(frame, flagged)
         elif self.awake and not self._latched:
             self._awake_frames += 1
             eager = self._awake_frames < self._eager_frames
             if eager or self._awake_frames % (2 if self._awake_frames < self._patient_frames else 4) == 0:
                 self.score = self._score(ring[-self._window :])
+            if eager:
+                self._latched = self._confirmed(frame, flagged)
+            else:
                 self._latched = self.score >= self.threshold
         if flagged:
             self._quiet_frames = 0
@@ -500,6 +624,18 @@ class CascadeDetector:
         self.onset_lookback_ms = lookback
         self._was_speech = speech
         return 1.0 if speech else 0.0
+
+    def _confirmed(self, frame: npt.NDArray[np.int16], flagged: bool) -> bool:
+        """Silero alone is sure, or (while the onset is young) the onset evidence is strong on a flagged frame."""
+        if self.score >= self.threshold:
+            return True
+        if self.evidence is None or self.onset_evidence is None:
+            return False
+        gate = getattr(self.screen, "gate", None)
+        floor = gate.floor_db if isinstance(gate, NoiseFloorGate) and gate.floor_db is not None else None
+        above = frame_dbfs(frame) - floor if floor is not None else 0.0
+        self.logit = self.evidence.logit(self._ring, self.score, above)
+        return flagged and self.logit >= self.onset_evidence
 
     def _score(self, audio: npt.NDArray[np.float32]) -> float:
         """Silero over ``audio`` (a whole number of windows) window by window; the last window's score."""
@@ -519,6 +655,9 @@ class CascadeDetector:
         self._was_speech = False
         self.score = 0.0
         self.onset_lookback_ms = 0
+        self.logit = -math.inf
+        if self.evidence is not None:
+            self.evidence.reset()
 
 
 def make_detector(name: str, **kw: Any) -> SpeechDetector:
