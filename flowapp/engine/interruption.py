@@ -10,6 +10,7 @@ All of it runs locally; benchmarks/turn_taking.py measures it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -26,6 +27,7 @@ _ADAPTIVE_QUIET_MS = 300
 _HESITATIONS = frozenset({"uh", "um", "uhm", "er", "erm", "ah", "eh", "oh"})
 """Sounds of thinking, not words: "um, mm-hmm" is a backchannel all the same."""
 _FILLERS = _HESITATIONS | {"the", "and", "of", "to"}
+_HUM = re.compile(r"(?=[h-]*m)[mh]+(?:-[mh]+)*")
 WORD_SUPPORT_MS = 60
 """Voiced time a turn needs before its words count: Whisper writes words for a cough, a click or line noise,
 and a word nobody voiced was never said."""
@@ -108,10 +110,16 @@ def classify_words(
     rest = padded
     for phrase in multi:
         rest = rest.replace(f" {phrase} ", " ")
-    leftover = [t for t in rest.split() if t not in single and t not in _HESITATIONS]
+    leftover = [t for t in rest.split() if t not in single and t not in _HESITATIONS and not _is_hum(t)]
     if any(t not in _HESITATIONS for t in tokens) and not leftover:
         return "backchannel"
     return "other"
+
+
+def _is_hum(token: str) -> bool:
+    """A closed-mouth "mm-hm" however the recognizer spells it ("mmm", "mhmm", "m-m", "hmm"): listening, not a
+    word. One letter alone is not a hum: a caller spelling out "M" is answering."""
+    return bool(_HUM.fullmatch(token)) and len(token.replace("-", "")) >= 2
 
 
 def _adaptive(candidate: Candidate, options: InterruptionOptions) -> Verdict:

@@ -197,6 +197,16 @@ def test_an_english_only_recognizers_words_count_on_a_german_call() -> None:
     assert classify_words("genau", german, words_language="en") == "backchannel"
 
 
+@pytest.mark.parametrize("heard", ["Mm-hm.", "Mmm.", "M-M...", "Mhmm", "Hmm, mm."])
+def test_a_hum_is_a_backchannel_however_the_recognizer_spells_it(heard: str) -> None:
+    assert classify_words(heard, InterruptionOptions(mode="adaptive")) == "backchannel"
+
+
+@pytest.mark.parametrize("heard", ["M.", "Mom.", "Mm, wait"])
+def test_a_spelled_letter_or_a_word_with_an_m_is_no_hum(heard: str) -> None:
+    assert classify_words(heard, InterruptionOptions(mode="adaptive")) != "backchannel"
+
+
 def test_custom_phrase_lists_replace_the_defaults() -> None:
     options = {"interruption": {"mode": "adaptive", "backchannel_phrases": {"en": ["roger"]}}}
     timeline, _ = run(options, place(12000, (2000, espeak("roger"))), transcripts=[(2400, "roger", False)])
