@@ -12,10 +12,12 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
+import greenlet
 import numpy as np
 import numpy.typing as npt
 import webrtcvad
@@ -298,6 +300,7 @@ SILERO_POOL = _SileroPool()
 
 _SILERO_CONTEXT = 32
 """Samples of the previous window Silero sees before each window at 8 kHz (its own streaming context)."""
+_SILERO_RATE = np.array(SAMPLE_RATE, dtype=np.int64)
 
 
 @functools.cache
@@ -335,7 +338,13 @@ class SileroStream:
         self._rate = np.array(SAMPLE_RATE, dtype=np.int64)
 
     def process(self, window: npt.NDArray[np.float32]) -> float:
-        """The speech probability of the next 256-sample window (floats in -1..1)."""
+        """The speech probability of the next 256-sample window (floats in -1..1).
+
+        Inside `SileroBatch.run` the window waits to be scored with the other streams' in one inference.
+        """
+        worker = greenlet.getcurrent()
+        if isinstance(worker, _BatchWorker):
+            return worker.batch.score(self, window)
         if self._session is None:
             self._session = silero_session()
         x = self._input
@@ -347,6 +356,92 @@ class SileroStream:
     def reset(self) -> None:
         self._input[:] = 0.0
         self._state = np.zeros((2, 1, 128), dtype=np.float32)
+
+
+Job = TypeVar("Job")
+
+
+class _BatchWorker(greenlet.greenlet):  # type: ignore[misc]
+    def __init__(self, batch: SileroBatch, run: Callable[[], None], parent: greenlet.greenlet) -> None:
+        super().__init__(run, parent)
+        self.batch = batch
+        self.stream: SileroStream | None = None
+
+
+class SileroBatch:
+    """Runs many calls' work so that the Silero windows they need at the same moment are scored together.
+
+    One inference costs about as much again per window as its fixed overhead, so k windows at once cost far
+    less than k inferences. Jobs run one after another; a job that asks a `SileroStream` for a score is
+    parked there (it runs in a greenlet) while the next jobs run, and once every job has either finished
+    or parked, the parked windows are scored in one inference and their jobs resumed, in order. A job
+    waking a stream asks for several windows in turn, one batch after another. Each job's own steps keep
+    their order; only the interleaving between jobs changes, and a job that raises is handed to `failed`
+    while the others go on.
+    """
+
+    def __init__(self) -> None:
+        self._parked: list[_BatchWorker] = []
+        self._queue: deque[Any] = deque()
+        self.inferences = 0
+        self.windows = 0
+
+    def run(self, jobs: Iterable[Job], work: Callable[[Job], None], failed: Callable[[Job, Exception], None]) -> None:
+        queue = self._queue
+        queue.extend(jobs)
+        here = greenlet.getcurrent()
+
+        def drain() -> None:
+            while queue:
+                job = queue.popleft()
+                try:
+                    work(job)
+                except Exception as exc:
+                    failed(job, exc)
+
+        while queue or self._parked:
+            if queue:
+                worker = _BatchWorker(self, drain, here)
+                worker.gr_context = here.gr_context
+                worker.switch()
+                continue
+            parked, self._parked = self._parked, []
+            try:
+                scores = self._infer(parked)
+            except Exception as exc:
+                for worker in parked:  # each job fails on its own, as it would have running alone
+                    worker.throw(RuntimeError(f"Silero inference failed: {exc!r}"))
+                continue
+            for worker, score in zip(parked, scores, strict=True):
+                worker.switch(score)
+
+    def score(self, stream: SileroStream, window: npt.NDArray[np.float32]) -> float:
+        worker = greenlet.getcurrent()
+        assert isinstance(worker, _BatchWorker)
+        stream._input[0, _SILERO_CONTEXT:] = window
+        worker.stream = stream
+        self._parked.append(worker)
+        score: float = worker.parent.switch()
+        return score
+
+    def _infer(self, parked: list[_BatchWorker]) -> list[float]:
+        streams = [worker.stream for worker in parked]
+        assert all(stream is not None for stream in streams)
+        self.inferences += 1
+        self.windows += len(streams)
+        session = silero_session()
+        inputs = np.concatenate([s._input for s in streams])  # type: ignore[union-attr]
+        state = np.concatenate([s._state for s in streams], axis=1)  # type: ignore[union-attr]
+        out, state = session.run(None, {"input": inputs, "state": state, "sr": _SILERO_RATE})
+        for k, stream in enumerate(streams):
+            assert stream is not None
+            stream._state = state[:, k : k + 1].copy()
+            x = stream._input
+            x[0, :_SILERO_CONTEXT] = x[0, -_SILERO_CONTEXT:]
+        return [float(p) for p in out[:, 0]]
+
+
+SILERO_BATCH = SileroBatch()
 
 
 class _SileroLease:
