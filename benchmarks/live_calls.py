@@ -30,7 +30,8 @@ Reported:
 - server RSS growth per call.
 
 With `--burst` every call connects at the same instant instead of over a ramp, and the window starts with
-the burst: the figures then include the calls' set-up.
+the burst: the figures then include the calls' set-up. The callers' speech keeps its spread (the programs
+come in 3 s of phases), so a burst of arrivals is not also every caller speaking at once.
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ PAUSE_MS = 3000
 ONSET_LEVEL = 500
 """The known onset of an utterance: its first sample above this magnitude."""
 PROGRAM_VARIANTS = 8
+BURST_PHASES = 8
+BURST_PHASE_MS = 375
+"""Calls that arrive together still speak at their own moments: with `--burst` the programs come in this many
+phases more, so the callers spread over 3 s as they would over a ramp."""
 SERVER_CPU = 0
 CLIENT_CPU = 1
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,12 +91,14 @@ class Program:
 
 
 def program(variant: int, seconds: float) -> Program:
+    """Variants from `PROGRAM_VARIANTS` on are the first ones again, starting `BURST_PHASE_MS` later per round."""
     total = int(seconds * 8000)
-    lead = 8 * (1000 + 125 * variant)
+    base, phase = variant % PROGRAM_VARIANTS, variant // PROGRAM_VARIANTS
+    lead = 8 * (1000 + 125 * base + BURST_PHASE_MS * phase)
     parts: list[Pcm] = [np.zeros(lead, dtype=np.int16)]
     onsets: list[int] = []
     position = lead
-    k = variant
+    k = base
     while position < total - 8 * 2500:
         clip = asterisk_prompt(CALLER_PROMPTS[k % len(CALLER_PROMPTS)])
         onsets.append(position + int(np.argmax(np.abs(clip.astype(np.int32)) > ONSET_LEVEL)))
@@ -476,11 +483,12 @@ def run_one(
     *,
     burst: bool = False,
 ) -> dict[str, float | str]:
-    programs = {v: program(v, seconds) for v in range(PROGRAM_VARIANTS)}
+    variants = len(engine_figures)
+    programs = {v: program(v, seconds) for v in range(variants)}
     frames = {v: media_frames(p) for v, p in programs.items()}
     calls = [
         CallStats(i, v, frames[v], [o / 8 for o in programs[v].onsets])
-        for i, v in ((i, i % PROGRAM_VARIANTS) for i in range(n_calls))
+        for i, v in ((i, i % variants) for i in range(n_calls))
     ]
     log = Path(tempfile.gettempdir()) / f"flowapp-bench-server-{n_calls}.log"
     server = ServerProcess(port, log, spec)
@@ -547,7 +555,7 @@ def run_one(
                 continue
             wire.append(w)
             paired.append(w - e)
-    engine_all = [e for v in range(PROGRAM_VARIANTS) for e in engine_figures[v] if e is not None]
+    engine_all = [e for v in range(variants) for e in engine_figures[v] if e is not None]
     stalls = sum(1 for line in log.read_text().splitlines() if "event loop stalled" in line)
     return {
         "server": spec.label,
@@ -705,9 +713,9 @@ def main(argv: list[str] | None = None) -> int:
                     parser.error(str(exc))
                 servers.append(Server(f"{args.baseline}:{label}", vad, args.recognizer, root))
             servers.append(Server(label, vad, args.recognizer))
+        variants = PROGRAM_VARIANTS * (BURST_PHASES if args.burst else 1)
         engine_figures = {
-            vad: {v: engine_latencies(program(v, args.seconds), vad) for v in range(PROGRAM_VARIANTS)}
-            for vad in args.vad
+            vad: {v: engine_latencies(program(v, args.seconds), vad) for v in range(variants)} for vad in args.vad
         }
         rows = []
         for n in (int(x) for x in args.calls.split(",")):
