@@ -342,9 +342,8 @@ class SileroStream:
 
         Inside `SileroBatch.run` the window waits to be scored with the other streams' in one inference.
         """
-        worker = greenlet.getcurrent()
-        if isinstance(worker, _BatchWorker):
-            return worker.batch.score(self, window)
+        if isinstance(greenlet.getcurrent(), _BatchWorker):
+            return SileroBatch.score(self, window)
         if self._session is None:
             self._session = silero_session()
         x = self._input
@@ -362,9 +361,11 @@ Job = TypeVar("Job")
 
 
 class _BatchWorker(greenlet.greenlet):  # type: ignore[misc]
-    def __init__(self, batch: SileroBatch, run: Callable[[], None], parent: greenlet.greenlet) -> None:
+    """Runs a batch's jobs until one of them waits for a score (`stream`) in the batch's `parked` list."""
+
+    def __init__(self, run: Callable[[], None], parent: greenlet.greenlet, parked: list[_BatchWorker]) -> None:
         super().__init__(run, parent)
-        self.batch = batch
+        self.parked = parked
         self.stream: SileroStream | None = None
 
 
@@ -377,18 +378,17 @@ class SileroBatch:
     or parked, the parked windows are scored in one inference and their jobs resumed, in order. A job
     waking a stream asks for several windows in turn, one batch after another. Each job's own steps keep
     their order; only the interleaving between jobs changes, and a job that raises is handed to `failed`
-    while the others go on.
+    while the others go on. Each `run` keeps its jobs to itself: event loops on other threads may run theirs
+    at the same time.
     """
 
     def __init__(self) -> None:
-        self._parked: list[_BatchWorker] = []
-        self._queue: deque[Any] = deque()
         self.inferences = 0
         self.windows = 0
 
     def run(self, jobs: Iterable[Job], work: Callable[[Job], None], failed: Callable[[Job, Exception], None]) -> None:
-        queue = self._queue
-        queue.extend(jobs)
+        queue = deque(jobs)
+        parked: list[_BatchWorker] = []
         here = greenlet.getcurrent()
 
         def drain() -> None:
@@ -399,42 +399,45 @@ class SileroBatch:
                 except Exception as exc:
                     failed(job, exc)
 
-        while queue or self._parked:
+        while queue or parked:
             if queue:
-                worker = _BatchWorker(self, drain, here)
+                worker = _BatchWorker(drain, here, parked)
                 worker.gr_context = here.gr_context
                 worker.switch()
                 continue
-            parked, self._parked = self._parked, []
+            waiting = parked[:]
+            parked.clear()
             try:
-                scores = self._infer(parked)
+                scores = self._infer(waiting)
             except Exception as exc:
-                for worker in parked:  # each job fails on its own, as it would have running alone
+                for worker in waiting:  # each job fails on its own, as it would have running alone
                     worker.throw(RuntimeError(f"Silero inference failed: {exc!r}"))
                 continue
-            for worker, score in zip(parked, scores, strict=True):
+            for worker, score in zip(waiting, scores, strict=True):
                 worker.switch(score)
 
-    def score(self, stream: SileroStream, window: npt.NDArray[np.float32]) -> float:
+    @staticmethod
+    def score(stream: SileroStream, window: npt.NDArray[np.float32]) -> float:
+        """Called by `SileroStream.process` inside a job: wait for the batch's inference."""
         worker = greenlet.getcurrent()
         assert isinstance(worker, _BatchWorker)
         stream._input[0, _SILERO_CONTEXT:] = window
         worker.stream = stream
-        self._parked.append(worker)
+        worker.parked.append(worker)
         score: float = worker.parent.switch()
         return score
 
     def _infer(self, parked: list[_BatchWorker]) -> list[float]:
-        streams = [worker.stream for worker in parked]
-        assert all(stream is not None for stream in streams)
+        streams: list[SileroStream] = []
+        for worker in parked:
+            assert worker.stream is not None
+            streams.append(worker.stream)
         self.inferences += 1
         self.windows += len(streams)
-        session = silero_session()
-        inputs = np.concatenate([s._input for s in streams])  # type: ignore[union-attr]
-        state = np.concatenate([s._state for s in streams], axis=1)  # type: ignore[union-attr]
-        out, state = session.run(None, {"input": inputs, "state": state, "sr": _SILERO_RATE})
+        inputs = np.concatenate([s._input for s in streams])
+        state = np.concatenate([s._state for s in streams], axis=1)
+        out, state = silero_session().run(None, {"input": inputs, "state": state, "sr": _SILERO_RATE})
         for k, stream in enumerate(streams):
-            assert stream is not None
             stream._state = state[:, k : k + 1].copy()
             x = stream._input
             x[0, :_SILERO_CONTEXT] = x[0, -_SILERO_CONTEXT:]

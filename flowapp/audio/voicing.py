@@ -29,7 +29,7 @@ class VoicingMeter:
 
     The autocorrelation is taken directly at the pitch lags only (one `np.correlate` of the two frames with
     themselves, zero-padded), rather than by a forward and an inverse FFT of 512 points: the same figures for
-    a third of the time.
+    less than half the time.
     """
 
     def __init__(self) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -98,3 +101,37 @@ def test_cascades_judge_the_same_in_a_batch_as_alone() -> None:
 
 def _raise(job: object, exc: Exception) -> None:
     pytest.fail(f"{job} raised {exc!r}")
+
+
+def test_batches_on_two_threads_keep_their_jobs_apart() -> None:
+    """Each server thread's event loop batches its own calls: no job may run on another thread's batch (the
+    jobs sleep, so the other thread's batch runs while one is half done)."""
+    window = windows(asterisk_prompt(SPEECH_PROMPTS[0]))[10]
+    ran: list[tuple[int, int]] = []
+    errors: list[BaseException] = []
+
+    def serve() -> None:
+        me = threading.get_ident()
+        streams = [SileroStream() for _ in range(4)]
+        try:
+            for _ in range(30):
+                SILERO_BATCH.run(
+                    [(me, s) for s in streams],
+                    lambda job: (
+                        time.sleep(0.0005),
+                        job[1].process(window),
+                        ran.append((job[0], threading.get_ident())),
+                    ),
+                    _raise,
+                )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=serve) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert len(ran) == 2 * 30 * 4
+    assert all(owner == runner for owner, runner in ran)
