@@ -3,6 +3,7 @@
     python -m benchmarks.live_calls --calls 300 --seconds 20
     python -m benchmarks.live_calls --calls 50,150,300 --seconds 20
     python -m benchmarks.live_calls --calls 300 --vad cascade,webrtc --baseline main --recognizer none
+    python -m benchmarks.live_calls --calls 300 --burst --recognizer none
 
 `--vad` and `--baseline` compare in one run, on the same machine load: each detector, and the server of another
 git revision (its tree exported to a temporary directory) beside this checkout's. `--recognizer none` keeps
@@ -27,6 +28,10 @@ Reported:
   sent audio to `clear` received, next to the engine's own figure for the same audio (the same app and
   clip through `CallEngine` offline);
 - server RSS growth per call.
+
+With `--burst` every call connects at the same instant instead of over a ramp, and the window starts with
+the burst: the figures then include the calls' set-up. The callers' speech keeps its spread (the programs
+come in 3 s of phases), so a burst of arrivals is not also every caller speaking at once.
 """
 
 from __future__ import annotations
@@ -61,6 +66,10 @@ PAUSE_MS = 3000
 ONSET_LEVEL = 500
 """The known onset of an utterance: its first sample above this magnitude."""
 PROGRAM_VARIANTS = 8
+BURST_PHASES = 8
+BURST_PHASE_MS = 375
+"""Calls that arrive together still speak at their own moments: with `--burst` the programs come in this many
+phases more, so the callers spread over 3 s as they would over a ramp."""
 SERVER_CPU = 0
 CLIENT_CPU = 1
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,12 +91,14 @@ class Program:
 
 
 def program(variant: int, seconds: float) -> Program:
+    """Variants from `PROGRAM_VARIANTS` on are the first ones again, starting `BURST_PHASE_MS` later per round."""
     total = int(seconds * 8000)
-    lead = 8 * (1000 + 125 * variant)
+    base, phase = variant % PROGRAM_VARIANTS, variant // PROGRAM_VARIANTS
+    lead = 8 * (1000 + 125 * base + BURST_PHASE_MS * phase)
     parts: list[Pcm] = [np.zeros(lead, dtype=np.int16)]
     onsets: list[int] = []
     position = lead
-    k = variant
+    k = base
     while position < total - 8 * 2500:
         clip = asterisk_prompt(CALLER_PROMPTS[k % len(CALLER_PROMPTS)])
         onsets.append(position + int(np.argmax(np.abs(clip.astype(np.int32)) > ONSET_LEVEL)))
@@ -246,16 +257,30 @@ async def open_link(port: int, call: CallStats, caller: str) -> CarrierLink:
     return link
 
 
-async def run_carriers(port: int, calls: list[CallStats], ramp_s: float, on_steady: asyncio.Event) -> None:
+async def run_carriers(
+    port: int, calls: list[CallStats], ramp_s: float, on_steady: asyncio.Event, *, burst: bool = False
+) -> None:
+    """Calls connect one after another over `ramp_s`; with `burst`, all at the same instant, each streaming
+    as soon as its own `start` is sent."""
     links: list[CarrierLink] = []
     sender = asyncio.create_task(_send_all(links, calls))
-    gap = ramp_s / max(1, len(calls))
-    for call in calls:
-        link = await open_link(port, call, "+4915100000000")
-        call.start = time.monotonic()
-        links.append(link)
-        await asyncio.sleep(gap)
-    on_steady.set()
+    if burst:
+        on_steady.set()
+
+        async def one(call: CallStats) -> None:
+            link = await open_link(port, call, "+4915100000000")
+            call.start = time.monotonic()
+            links.append(link)
+
+        await asyncio.gather(*(one(call) for call in calls))
+    else:
+        gap = ramp_s / max(1, len(calls))
+        for call in calls:
+            link = await open_link(port, call, "+4915100000000")
+            call.start = time.monotonic()
+            links.append(link)
+            await asyncio.sleep(gap)
+        on_steady.set()
     await sender
     await _stop(links, time.monotonic() + 10)
 
@@ -450,13 +475,20 @@ def pct(values: list[float], q: float) -> float:
 
 
 def run_one(
-    n_calls: int, seconds: float, port: int, spec: Server, engine_figures: dict[int, list[float | None]]
+    n_calls: int,
+    seconds: float,
+    port: int,
+    spec: Server,
+    engine_figures: dict[int, list[float | None]],
+    *,
+    burst: bool = False,
 ) -> dict[str, float | str]:
-    programs = {v: program(v, seconds) for v in range(PROGRAM_VARIANTS)}
+    variants = len(engine_figures)
+    programs = {v: program(v, seconds) for v in range(variants)}
     frames = {v: media_frames(p) for v, p in programs.items()}
     calls = [
         CallStats(i, v, frames[v], [o / 8 for o in programs[v].onsets])
-        for i, v in ((i, i % PROGRAM_VARIANTS) for i in range(n_calls))
+        for i, v in ((i, i % variants) for i in range(n_calls))
     ]
     log = Path(tempfile.gettempdir()) / f"flowapp-bench-server-{n_calls}.log"
     server = ServerProcess(port, log, spec)
@@ -470,22 +502,37 @@ def run_one(
 
         async def main() -> None:
             steady = asyncio.Event()
-            carriers = asyncio.create_task(run_carriers(port, calls, ramp_s, steady))
+            carriers = asyncio.create_task(run_carriers(port, calls, ramp_s, steady, burst=burst))
             await steady.wait()
-            await asyncio.sleep(1.0)
-            t0, c0, k0, s0 = time.monotonic(), server.cpu_seconds(), _own_cpu_seconds(), _stolen_seconds()
-            window = max(2.0, seconds - ramp_s - 3.0)
+            if not burst:
+                await asyncio.sleep(1.0)
+            t0, c0, k0, s0, b0 = (
+                time.monotonic(),
+                server.cpu_seconds(),
+                _own_cpu_seconds(),
+                _stolen_seconds(),
+                _core_busy_seconds(),
+            )
+            window = max(2.0, seconds - 3.0 if burst else seconds - ramp_s - 3.0)
             lags = await _loop_lags(window)
-            t1, c1, k1, s1 = time.monotonic(), server.cpu_seconds(), _own_cpu_seconds(), _stolen_seconds()
+            t1, c1, k1, s1, b1 = (
+                time.monotonic(),
+                server.cpu_seconds(),
+                _own_cpu_seconds(),
+                _stolen_seconds(),
+                _core_busy_seconds(),
+            )
             span = t1 - t0
+            cpu = (sum(c1) - sum(c0)) / span
             figures.update(
                 steady_from=t0,
                 steady_to=t1,
-                cpu=(sum(c1) - sum(c0)) / span,
+                cpu=cpu,
                 sys=(c1[1] - c0[1]) / span,
                 carriers=(k1 - k0) / span,
                 carrier_lag_p99=pct(lags, 99),
                 stolen=(s1 - s0) / span,
+                others=max(0.0, (b1 - b0) / span - cpu),
                 rss=server.rss_bytes(),
             )
             await carriers
@@ -508,7 +555,7 @@ def run_one(
                 continue
             wire.append(w)
             paired.append(w - e)
-    engine_all = [e for v in range(PROGRAM_VARIANTS) for e in engine_figures[v] if e is not None]
+    engine_all = [e for v in range(variants) for e in engine_figures[v] if e is not None]
     stalls = sum(1 for line in log.read_text().splitlines() if "event loop stalled" in line)
     return {
         "server": spec.label,
@@ -518,6 +565,7 @@ def run_one(
         "carriers_pct": figures["carriers"] * 100,
         "carrier_lag_p99": figures["carrier_lag_p99"],
         "stolen_pct": figures["stolen"] * 100,
+        "others_pct": figures["others"] * 100,
         "cpu_per_call_pct": figures["cpu"] * 100 / n_calls,
         "late_p50": pct(late, 50),
         "late_p99": pct(late, 99),
@@ -556,6 +604,16 @@ def _stolen_seconds() -> float:
     return 0.0
 
 
+def _core_busy_seconds() -> float:
+    """Time CPU 0 was busy, or stolen, whoever ran: less the server's own, what else competed for its core."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0] == f"cpu{SERVER_CPU}" and len(fields) > 8:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+            return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 def _own_cpu_seconds() -> float:
     """The carriers' CPU time: near 100% their clock readings, not the server, would set the figures."""
     times = os.times()
@@ -579,6 +637,7 @@ COLUMNS = (
     ("carriers_pct", "carriers CPU %", "{:.0f}"),
     ("carrier_lag_p99", "carrier lag p99 ms", "{:.1f}"),
     ("stolen_pct", "CPU0 stolen %", "{:.1f}"),
+    ("others_pct", "CPU0 others %", "{:.0f}"),
     ("cpu_per_call_pct", "CPU/call %", "{:.3f}"),
     ("late_p50", "late p50 ms", "{:.1f}"),
     ("late_p99", "late p99 ms", "{:.1f}"),
@@ -635,6 +694,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--recognizer", help="the server's recognizer (default: the server's own, local Whisper)")
     parser.add_argument("--baseline", metavar="REV", help="also run the server of this git revision, for comparison")
+    parser.add_argument(
+        "--burst", action="store_true", help="all calls arrive at once (measured from the burst on), not over a ramp"
+    )
     args = parser.parse_args(argv)
     if len(os.sched_getaffinity(0)) < 2:
         print("warning: fewer than 2 CPUs; server and carriers share a core", file=sys.stderr)
@@ -651,14 +713,14 @@ def main(argv: list[str] | None = None) -> int:
                     parser.error(str(exc))
                 servers.append(Server(f"{args.baseline}:{label}", vad, args.recognizer, root))
             servers.append(Server(label, vad, args.recognizer))
+        variants = PROGRAM_VARIANTS * (BURST_PHASES if args.burst else 1)
         engine_figures = {
-            vad: {v: engine_latencies(program(v, args.seconds), vad) for v in range(PROGRAM_VARIANTS)}
-            for vad in args.vad
+            vad: {v: engine_latencies(program(v, args.seconds), vad) for v in range(variants)} for vad in args.vad
         }
         rows = []
         for n in (int(x) for x in args.calls.split(",")):
             for server in servers:
-                rows.append(run_one(n, args.seconds, args.port, server, engine_figures[server.vad]))
+                rows.append(run_one(n, args.seconds, args.port, server, engine_figures[server.vad], burst=args.burst))
                 print_table(rows[-1:])
         print()
         print_table(rows)

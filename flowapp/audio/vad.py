@@ -12,10 +12,12 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
+import greenlet
 import numpy as np
 import numpy.typing as npt
 import webrtcvad
@@ -298,6 +300,7 @@ SILERO_POOL = _SileroPool()
 
 _SILERO_CONTEXT = 32
 """Samples of the previous window Silero sees before each window at 8 kHz (its own streaming context)."""
+_SILERO_RATE = np.array(SAMPLE_RATE, dtype=np.int64)
 
 
 @functools.cache
@@ -335,7 +338,12 @@ class SileroStream:
         self._rate = np.array(SAMPLE_RATE, dtype=np.int64)
 
     def process(self, window: npt.NDArray[np.float32]) -> float:
-        """The speech probability of the next 256-sample window (floats in -1..1)."""
+        """The speech probability of the next 256-sample window (floats in -1..1).
+
+        Inside `SileroBatch.run` the window waits to be scored with the other streams' in one inference.
+        """
+        if isinstance(greenlet.getcurrent(), _BatchWorker):
+            return SileroBatch.score(self, window)
         if self._session is None:
             self._session = silero_session()
         x = self._input
@@ -347,6 +355,96 @@ class SileroStream:
     def reset(self) -> None:
         self._input[:] = 0.0
         self._state = np.zeros((2, 1, 128), dtype=np.float32)
+
+
+Job = TypeVar("Job")
+
+
+class _BatchWorker(greenlet.greenlet):  # type: ignore[misc]
+    """Runs a batch's jobs until one of them waits for a score (`stream`) in the batch's `parked` list."""
+
+    def __init__(self, run: Callable[[], None], parent: greenlet.greenlet, parked: list[_BatchWorker]) -> None:
+        super().__init__(run, parent)
+        self.parked = parked
+        self.stream: SileroStream | None = None
+
+
+class SileroBatch:
+    """Runs many calls' work so that the Silero windows they need at the same moment are scored together.
+
+    One inference costs about as much again per window as its fixed overhead, so k windows at once cost far
+    less than k inferences. Jobs run one after another; a job that asks a `SileroStream` for a score is
+    parked there (it runs in a greenlet) while the next jobs run, and once every job has either finished
+    or parked, the parked windows are scored in one inference and their jobs resumed, in order. A job
+    waking a stream asks for several windows in turn, one batch after another. Each job's own steps keep
+    their order; only the interleaving between jobs changes, and a job that raises is handed to `failed`
+    while the others go on. Each `run` keeps its jobs to itself: event loops on other threads may run theirs
+    at the same time.
+    """
+
+    def __init__(self) -> None:
+        self.inferences = 0
+        self.windows = 0
+
+    def run(self, jobs: Iterable[Job], work: Callable[[Job], None], failed: Callable[[Job, Exception], None]) -> None:
+        queue = deque(jobs)
+        parked: list[_BatchWorker] = []
+        here = greenlet.getcurrent()
+
+        def drain() -> None:
+            while queue:
+                job = queue.popleft()
+                try:
+                    work(job)
+                except Exception as exc:
+                    failed(job, exc)
+
+        while queue or parked:
+            if queue:
+                worker = _BatchWorker(drain, here, parked)
+                worker.gr_context = here.gr_context
+                worker.switch()
+                continue
+            waiting = parked[:]
+            parked.clear()
+            try:
+                scores = self._infer(waiting)
+            except Exception as exc:
+                for worker in waiting:  # each job fails on its own, as it would have running alone
+                    worker.throw(RuntimeError(f"Silero inference failed: {exc!r}"))
+                continue
+            for worker, score in zip(waiting, scores, strict=True):
+                worker.switch(score)
+
+    @staticmethod
+    def score(stream: SileroStream, window: npt.NDArray[np.float32]) -> float:
+        """Called by `SileroStream.process` inside a job: wait for the batch's inference."""
+        worker = greenlet.getcurrent()
+        assert isinstance(worker, _BatchWorker)
+        stream._input[0, _SILERO_CONTEXT:] = window
+        worker.stream = stream
+        worker.parked.append(worker)
+        score: float = worker.parent.switch()
+        return score
+
+    def _infer(self, parked: list[_BatchWorker]) -> list[float]:
+        streams: list[SileroStream] = []
+        for worker in parked:
+            assert worker.stream is not None
+            streams.append(worker.stream)
+        self.inferences += 1
+        self.windows += len(streams)
+        inputs = np.concatenate([s._input for s in streams])
+        state = np.concatenate([s._state for s in streams], axis=1)
+        out, state = silero_session().run(None, {"input": inputs, "state": state, "sr": _SILERO_RATE})
+        for k, stream in enumerate(streams):
+            stream._state = state[:, k : k + 1].copy()
+            x = stream._input
+            x[0, :_SILERO_CONTEXT] = x[0, -_SILERO_CONTEXT:]
+        return [float(p) for p in out[:, 0]]
+
+
+SILERO_BATCH = SileroBatch()
 
 
 class _SileroLease:

@@ -16,34 +16,41 @@ from flowapp.audio.frames import FRAME_SAMPLES
 _MIN_LAG = 20
 _MAX_LAG = 130
 """Lags in samples at 8 kHz: 400 Hz down to about 60 Hz (a low male voice)."""
-_FFT = 512
 _PERIODICITY = 0.45
 """Normalized autocorrelation peak that marks a voiced frame; unvoiced speech and noise stay well below."""
 _FLOOR = 2 * FRAME_SAMPLES * (32768 * 10 ** (-50 / 20)) ** 2
 """Frame pairs quieter than -50 dBFS carry no voice worth counting."""
+_TERMS = 2 * FRAME_SAMPLES - np.arange(_MIN_LAG, _MAX_LAG + 1)
+"""How many sample pairs each lag's sum of the two frames has."""
 
 
 class VoicingMeter:
-    """Judges each frame with the one before it (two frames hold two periods of the lowest pitch)."""
+    """Judges each frame with the one before it (two frames hold two periods of the lowest pitch).
+
+    The autocorrelation is taken directly at the pitch lags only (one `np.correlate` of the two frames with
+    themselves, zero-padded), rather than by a forward and an inverse FFT of 512 points: the same figures for
+    less than half the time.
+    """
 
     def __init__(self) -> None:
+        n = 2 * FRAME_SAMPLES
         self._previous = np.zeros(FRAME_SAMPLES, dtype=np.float64)
+        self._padded = np.zeros(n + _MAX_LAG, dtype=np.float64)
+        self._x = self._padded[:n]
+        self._from_min_lag = self._padded[_MIN_LAG:]
 
     def voiced(self, frame: npt.NDArray[np.int16]) -> bool:
-        current = frame.astype(np.float64)
-        x = np.concatenate((self._previous, current))
-        self._previous = current
+        x = self._x
+        x[:FRAME_SAMPLES] = self._previous
+        x[FRAME_SAMPLES:] = frame
+        self._previous[:] = x[FRAME_SAMPLES:]
         x -= x.mean()
         energy = float(x @ x)
         if energy < _FLOOR:
             return False
-        spectrum = np.fft.rfft(x, _FFT)
-        r = np.fft.irfft(spectrum.real**2 + spectrum.imag**2, _FFT)
         # Unbiased: each lag's sum has fewer terms; without this long lags (low voices) look weaker.
-        n = len(x)
-        lags = np.arange(_MIN_LAG, _MAX_LAG + 1)
-        unbiased = r[_MIN_LAG : _MAX_LAG + 1] * n / (n - lags)
-        return float(unbiased.max() / r[0]) >= _PERIODICITY
+        unbiased = np.correlate(self._from_min_lag, x, "valid") * (2 * FRAME_SAMPLES) / _TERMS
+        return float(unbiased.max() / energy) >= _PERIODICITY
 
     def reset(self) -> None:
         self._previous[:] = 0.0

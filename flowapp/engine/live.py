@@ -31,6 +31,7 @@ from weakref import WeakKeyDictionary
 from flowapp import metrics
 from flowapp.audio.frames import FRAME_MS
 from flowapp.audio.g711 import ulaw_decode, ulaw_encode
+from flowapp.audio.vad import SILERO_BATCH
 from flowapp.engine.call import CallEngine, EngineConfig, Record
 from flowapp.engine.pump import EventPump
 from flowapp.engine.render import Renderer
@@ -175,19 +176,24 @@ class Ticker:
         self._run_calls(list(calls.values()), listening=False)
 
     def _run_calls(self, calls: list[Tickable], *, listening: bool) -> None:
-        for call in calls:
-            try:
-                if listening:
-                    call.listen()
-                else:
-                    call.tick()
-            except Exception:
-                logger.exception("a live call failed; it is ended, the others go on")
-                self.remove(call)
-                try:
-                    call.abort("internal_error")
-                except Exception:
-                    logger.exception("ending the failed call raised too")
+        """Every call's frames in one batch, so the cascades' Silero windows are scored together."""
+        SILERO_BATCH.run(calls, _listen if listening else _tick, self._failed)
+
+    def _failed(self, call: Tickable, exc: Exception) -> None:
+        logger.error("a live call failed; it is ended, the others go on", exc_info=exc)
+        self.remove(call)
+        try:
+            call.abort("internal_error")
+        except Exception:
+            logger.exception("ending the failed call raised too")
+
+
+def _listen(call: Tickable) -> None:
+    call.listen()
+
+
+def _tick(call: Tickable) -> None:
+    call.tick()
 
 
 class Outlet(Protocol):
@@ -276,8 +282,10 @@ class LiveDriver:
         on_end: Callable[[str], None] | None = None,
         ticker: Ticker | None = None,
         recording: CallRecording | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """An in-process app's `interruption_hook` (see `FlowApp.judge_interruptions`) reaches the engine."""
+        """An in-process app's `interruption_hook` (see `FlowApp.judge_interruptions`) reaches the engine;
+        `clock` (seconds) paces the flood check."""
         config = config or EngineConfig()
         if not config.start_unix_ms:
             config.start_unix_ms = int(time.time() * 1000)
@@ -309,7 +317,8 @@ class LiveDriver:
         self._closed = False
         self._counted = False
         self._reported_drops = 0
-        self._started_at = time.monotonic()
+        self._clock = clock
+        self._started_at = clock()
         """The flood check counts inbound frames against the wall clock: an overloaded server skipping ticks
         must not mistake a carrier streaming in real time for a flood."""
         self._starved = True
@@ -321,7 +330,7 @@ class LiveDriver:
         """Raise `session_start` and join the ticker: from now on the call advances with the wall clock."""
         if self._ticker is None:
             self._ticker = Ticker.shared()
-        self._started_at = time.monotonic()
+        self._started_at = self._clock()
         self.engine.start()
         self.pump.start()
         self.pump.kick()
@@ -362,7 +371,7 @@ class LiveDriver:
             self._ticker.hear_soon(self)
         else:
             self.listen()
-        elapsed_frames = (time.monotonic() - self._started_at) / TICK_SECONDS
+        elapsed_frames = (self._clock() - self._started_at) / TICK_SECONDS
         return self.inbound.received <= elapsed_frames + FLOOD_LIMIT_FRAMES
 
     def dtmf(self, digit: str) -> None:

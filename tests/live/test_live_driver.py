@@ -11,6 +11,7 @@ import numpy as np
 from flowapp import BargeIn, FlowApp, Speak
 from flowapp.audio.frames import FRAME_SAMPLES, split_frames
 from flowapp.audio.g711 import ulaw_encode
+from flowapp.audio.vad import SILERO_BATCH
 from flowapp.engine.live import LISTEN_BEHIND_FRAMES, InboundAudio, LiveDriver, Tickable, Ticker
 from flowapp.engine.render import Renderer
 from flowapp.protocol.events import SessionInfo
@@ -267,3 +268,59 @@ def test_a_backlog_left_standing_for_a_second_is_trimmed() -> None:
     for _ in range(50):
         inbound.after_tick()
     assert inbound.trimmed == 1, "an empty buffer is no backlog"
+
+
+class ManualTicker(Ticker):
+    """The shared ticker's slots and batches, stepped by the test instead of its timer."""
+
+    def add(self, call: Tickable) -> None:
+        self.align(call)
+
+    def run_round(self) -> None:
+        self._hear_all()
+        for slot in self._slots:
+            self._tick_slot(slot)
+
+
+async def test_the_shared_ticker_hears_and_plays_every_calls_frames_in_order() -> None:
+    """Many cascade calls heard and played a batch at a time (their Silero windows scored together): each
+    call hears every frame its carrier sent, none as silence, and sends its greeting frame after frame."""
+    text = "Please hold the line while I look up your account; this will only take a moment or two."
+    app = FlowApp()
+
+    @app.on_session_start
+    def greet() -> Speak:
+        return Speak(text=text, barge_in=BargeIn.none())
+
+    ticker = ManualTicker()
+    outlets = [EchoingOutlet() for _ in range(12)]
+    config = engine_config(ServerSettings(vad_detector="cascade"), app)
+    drivers = [
+        LiveDriver(SessionInfo(id=f"live-{k}"), app, Renderer(), outlet, config=config, ticker=ticker)
+        for k, outlet in enumerate(outlets)
+    ]
+    for driver in drivers:
+        driver.start()
+    for _ in range(500):
+        if all(d.engine.audible for d in drivers):
+            break
+        await asyncio.sleep(0.01)
+    speech = [asterisk_prompt(name) for name in ("please-try-again", "queue-thankyou", "all-circuits-busy-now")]
+    caller = [np.concatenate([np.zeros(8 * 100 * (k % 4), np.int16), speech[k % 3]]) for k in range(len(drivers))]
+    frames = min(len(c) for c in caller) // FRAME_SAMPLES
+    inferences, windows = SILERO_BATCH.inferences, SILERO_BATCH.windows
+    for k in range(frames):
+        for driver, pcm in zip(drivers, caller, strict=True):
+            assert driver.feed(ulaw_encode(pcm[k * FRAME_SAMPLES : (k + 1) * FRAME_SAMPLES]))
+        ticker.run_round()
+    batched = SILERO_BATCH.windows - windows
+    assert batched > SILERO_BATCH.inferences - inferences > 0, "the calls' Silero windows were scored together"
+    rendered = Renderer().render(Speak(text=text)).pcm
+    assert rendered is not None
+    greeting = [ulaw_encode(f) for f in split_frames(rendered)]
+    for driver, outlet in zip(drivers, outlets, strict=True):
+        assert driver.inbound.received == frames and driver.silent_frames == 0, "every frame heard, on time"
+        assert driver.engine.now_ms == 20 * frames
+        sent = [m for m in outlet.sent if isinstance(m, bytes)]
+        assert sent == greeting[: len(sent)] and len(sent) >= frames - 1, "the greeting, frame after frame"
+        await driver.stop("test over")
