@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from types import CodeType
 from typing import Any, Literal, TypeVar
@@ -78,7 +79,8 @@ class FlowApp:
         a call can change its own with a `configure_turn_handling` action.
 
         `max_concurrent_handlers` / `max_handlers_per_call`: handlers running at once (late ones included,
-        `session_end` exempt); an event beyond either bound gets the fallback at once. Sync handlers run on
+        `session_end` exempt). An event beyond the first waits for a free slot within its deadline (a burst of
+        calls all get their greetings); one beyond its call's bound gets the fallback at once. Sync handlers run on
         a pool of `max_concurrent_handlers` threads of their own, so they never take the threads of call
         set-up or speech synthesis. `handler_isolation="thread"` runs the handlers on their own thread and
         event loop, so a handler that blocks cannot stop the calls' audio (see flowapp.isolation).
@@ -101,6 +103,7 @@ class FlowApp:
         self._isolation = HandlerLoop(self.handler_names) if handler_isolation == "thread" else None
         self._running: dict[str, int] = {}
         self._running_total = 0
+        self._slot_waiters: deque[asyncio.Future[None]] = deque()
         self._handler_codes: dict[CodeType, str] = {}
         self.store: SessionStore = session_store if session_store is not None else InMemorySessionStore()
         if not isinstance(turn_handling, TurnHandling):
@@ -232,7 +235,9 @@ class FlowApp:
         self, handler: Handler, event: Event, session: Session, log: logging.LoggerAdapter[Any]
     ) -> list[Action]:
         source = _describe(handler, event.type)
-        if not self._admit(session.id, event.type, log):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.handler_timeout
+        if not await self._admit(session.id, event.type, deadline, log):
             return to_actions(self.fallback)
         task: asyncio.Future[HandlerResult]
         if self._isolation is not None:
@@ -240,7 +245,7 @@ class FlowApp:
         else:
             task = asyncio.ensure_future(_invoke(handler, event, session, self._handler_pool))
         self._hold(session.id, task)
-        done, _ = await asyncio.wait({task}, timeout=self.handler_timeout)
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
         if not done:
             log.warning("%s exceeded its %.2f s deadline; answered with the fallback", source, self.handler_timeout)
             self._late_tasks.add(task)
@@ -254,26 +259,54 @@ class FlowApp:
             log.exception("%s raised; answered with the fallback", source)
         return to_actions(self.fallback)
 
-    def _admit(self, session_id: str, event_type: str, log: logging.LoggerAdapter[Any]) -> bool:
-        """Within the handler bounds? `session_end` always is: the app hears of every call's end."""
+    async def _admit(self, session_id: str, event_type: str, deadline: float, log: logging.LoggerAdapter[Any]) -> bool:
+        """Within the handler bounds? `session_end` always is: the app hears of every call's end. A full app is
+        waited for until the event's deadline, in arrival order: a burst's handlers are quick, they only all
+        start at once. A call over its own bound is answered at once (it is flooding, not queueing)."""
         if event_type == "session_end":
             return True
-        running = self._running.get(session_id, 0)
-        if running >= self.max_handlers_per_call:
-            log.warning(
-                "%d handlers of this call still running (max_handlers_per_call); %s answered with the fallback",
-                running,
-                event_type,
-            )
-            return False
-        if self._running_total >= self.max_concurrent_handlers:
-            log.warning(
-                "%d handlers still running (max_concurrent_handlers); %s answered with the fallback",
-                self._running_total,
-                event_type,
-            )
-            return False
-        return True
+        loop = asyncio.get_running_loop()
+        woken = False
+        while True:
+            running = self._running.get(session_id, 0)
+            if running >= self.max_handlers_per_call:
+                log.warning(
+                    "%d handlers of this call still running (max_handlers_per_call); %s answered with the fallback",
+                    running,
+                    event_type,
+                )
+                self._wake_next()
+                return False
+            if self._running_total < self.max_concurrent_handlers:
+                return True
+            freed: asyncio.Future[None] = loop.create_future()
+            if woken:
+                self._slot_waiters.appendleft(freed)
+            else:
+                self._slot_waiters.append(freed)
+            try:
+                await asyncio.wait({freed}, timeout=max(0.0, deadline - loop.time()))
+            finally:
+                if freed in self._slot_waiters:
+                    self._slot_waiters.remove(freed)
+            if not freed.done():
+                freed.cancel()
+                log.warning(
+                    "%d handlers still running (max_concurrent_handlers) until the deadline; %s answered with "
+                    "the fallback",
+                    self._running_total,
+                    event_type,
+                )
+                return False
+            woken = True
+
+    def _wake_next(self) -> None:
+        """A slot is free (or a woken event did not take it): the longest-waiting event may have it."""
+        while self._slot_waiters:
+            freed = self._slot_waiters.popleft()
+            if not freed.done():
+                freed.set_result(None)
+                return
 
     def _hold(self, session_id: str, task: asyncio.Future[Any]) -> None:
         self._running[session_id] = self._running.get(session_id, 0) + 1
@@ -281,6 +314,7 @@ class FlowApp:
 
         def release(_: asyncio.Future[Any]) -> None:
             self._running_total -= 1
+            self._wake_next()
             left = self._running[session_id] - 1
             if left:
                 self._running[session_id] = left

@@ -12,7 +12,7 @@ import pytest
 from flowapp import BargeIn, FlowApp, Hangup, Session, Speak, to_actions
 from flowapp.app import ForeignSessionAction, InvalidHandlerResult
 from flowapp.protocol import Action, parse_event
-from flowapp.protocol.events import Event, SessionInfo, UserSpeak
+from flowapp.protocol.events import Event, SessionInfo, SessionStart, UserSpeak
 from tests.live.calls import PushedCall
 
 
@@ -255,8 +255,10 @@ def test_an_invalid_fallback_is_refused_where_the_app_is_built() -> None:
         to_actions(b"speak")  # type: ignore[arg-type]
 
 
-async def test_past_max_concurrent_handlers_events_get_the_fallback_at_once(caplog: pytest.LogCaptureFixture) -> None:
-    app = FlowApp(fallback="Busy.", handler_timeout=5.0, max_concurrent_handlers=2)
+async def test_past_max_concurrent_handlers_an_event_waits_for_a_slot_until_its_deadline(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = FlowApp(fallback="Busy.", handler_timeout=0.4, max_concurrent_handlers=2)
     release = asyncio.Event()
 
     @app.on_user_speak
@@ -272,12 +274,28 @@ async def test_past_max_concurrent_handlers_events_get_the_fallback_at_once(capl
     await asyncio.sleep(0.05)
     started = time.monotonic()
     assert speak_texts(await app.respond(event("user_speak", "s-3", text="x"))) == ["Busy."]
-    assert time.monotonic() - started < 1.0
+    assert 0.3 < time.monotonic() - started < 2.0, "it waited for a slot, then its deadline ended the wait"
     assert await app.respond(event("session_end", "s-3", reason="hangup")) == []
-    assert "2 handlers still running (max_concurrent_handlers); user_speak answered with the fallback" in caplog.text
+    assert "2 handlers still running (max_concurrent_handlers) until the deadline; user_speak answered" in caplog.text
     release.set()
-    assert [speak_texts(await task) for task in running] == [["done"], ["done"]]
+    assert [speak_texts(await task) for task in running] == [["Busy."], ["Busy."]]
     assert speak_texts(await app.respond(event("user_speak", "s-3", text="x"))) == ["done"]
+
+
+async def test_a_burst_of_calls_past_max_concurrent_handlers_all_get_their_greeting_in_order() -> None:
+    app = FlowApp(fallback="Busy.", handler_timeout=2.0, max_concurrent_handlers=4)
+    started: list[str] = []
+
+    @app.on_session_start
+    async def greet(event: SessionStart) -> str:
+        started.append(event.session.id)
+        await asyncio.sleep(0.01)
+        return "Hello."
+
+    ids = [f"s-{n:03}" for n in range(100)]
+    answers = await asyncio.gather(*(app.respond(event("session_start", i)) for i in ids))
+    assert [speak_texts(a) for a in answers] == [["Hello."]] * 100
+    assert started == ids, "waiting events get their slots in arrival order"
 
 
 def test_handler_bounds_and_isolation_are_checked() -> None:
