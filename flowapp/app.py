@@ -286,6 +286,10 @@ class FlowApp:
                 self._slot_waiters.append(freed)
             try:
                 await asyncio.wait({freed}, timeout=max(0.0, deadline - loop.time()))
+            except asyncio.CancelledError:
+                if freed.done():
+                    self._wake_next()  # the slot it was woken for goes to the next in line
+                raise
             finally:
                 if freed in self._slot_waiters:
                     self._slot_waiters.remove(freed)

@@ -298,6 +298,30 @@ async def test_a_burst_of_calls_past_max_concurrent_handlers_all_get_their_greet
     assert started == ids, "waiting events get their slots in arrival order"
 
 
+async def test_an_event_cancelled_while_waiting_for_a_slot_passes_it_on() -> None:
+    app = FlowApp(fallback="Busy.", handler_timeout=2.0, max_concurrent_handlers=1)
+    release = asyncio.Event()
+
+    @app.on_user_speak
+    async def waits(event: UserSpeak) -> str:
+        if event.text == "first":
+            await release.wait()
+        return event.text
+
+    first = asyncio.create_task(app.respond(event("user_speak", "s-1", text="first")))
+    await asyncio.sleep(0.01)
+    gone = asyncio.create_task(app.respond(event("user_speak", "s-2", text="gone")))
+    later = asyncio.create_task(app.respond(event("user_speak", "s-3", text="later")))
+    await asyncio.sleep(0.01)
+    release.set()
+    await asyncio.sleep(0)
+    gone.cancel()
+    assert speak_texts(await first) == ["first"]
+    started = time.monotonic()
+    assert speak_texts(await later) == ["later"]
+    assert time.monotonic() - started < 1.0, "the cancelled event's slot went to the next in line"
+
+
 def test_handler_bounds_and_isolation_are_checked() -> None:
     with pytest.raises(ValueError, match="max_concurrent_handlers and max_handlers_per_call must be at least 1"):
         FlowApp(max_handlers_per_call=0)
