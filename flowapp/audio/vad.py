@@ -533,9 +533,9 @@ ONSET_BIAS = 4.718
 """A logistic model over ONSET_FEATURES, fitted by ``python -m benchmarks.onset_model`` on the barge-in
 benchmark's tuning voices (speech frames just after the onset against three of the five music files,
 noise, clicks and bursts)."""
-ONSET_EVIDENCE = 7.0
-"""The logit that confirms an onset: the lowest at which no music clip of the turn-taking benchmark
-interrupts that did not with Silero alone."""
+ONSET_EVIDENCE = 8.0
+"""The logit that confirms an onset: the lowest at which nothing in the full turn-taking benchmark (music,
+bursts, the assistant's own echo) stops an `immediate` item that did not with Silero alone."""
 
 
 class OnsetEvidence:
