@@ -140,7 +140,7 @@ class EchoGuard:
         if not self.active:
             return False
         x = self._emphasis(frame)
-        x_energy = float(x @ x)
+        x_energy = float(np.dot(x, x))
         if x_energy < _QUIET_ENERGY:
             return False  # below anything a detector would call speech: not worth a look
         if self._step == self._caller_step:
