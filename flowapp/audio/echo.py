@@ -216,7 +216,9 @@ class EchoGuard:
         self._in_last = float(x[-1])
         out = np.empty_like(x)
         out[0] = x[0] - _PRE_EMPHASIS * previous
-        out[1:] = x[1:] - _PRE_EMPHASIS * x[:-1]
+        rest = out[1:]
+        np.multiply(x[:-1], _PRE_EMPHASIS, out=rest)  # x[1:] - 0.95 * x[:-1] without its temporaries
+        np.subtract(x[1:], rest, out=rest)
         return out
 
 

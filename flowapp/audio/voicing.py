@@ -49,7 +49,9 @@ class VoicingMeter:
         if energy < _FLOOR:
             return False
         # Unbiased: each lag's sum has fewer terms; without this long lags (low voices) look weaker.
-        unbiased = np.correlate(self._from_min_lag, x, "valid") * (2 * FRAME_SAMPLES) / _TERMS
+        unbiased = np.correlate(self._from_min_lag, x, "valid")
+        unbiased *= 2 * FRAME_SAMPLES  # in place, in the same order: the same figures, no temporaries
+        unbiased /= _TERMS
         return float(unbiased.max() / energy) >= _PERIODICITY
 
     def reset(self) -> None:
