@@ -692,14 +692,15 @@ class CascadeDetector:
         np.multiply(frame, _INT16_SCALE, out=self._newest)  # converted and scaled in one pass, no temporary
         self._screen_run = self._screen_run + 1 if flagged else 0
         self.logit = -math.inf
-        if flagged and not self.awake:
+        awake = self._quiet_frames < self._hold_frames  # `awake`, read once: nothing changes it before the quiet count
+        if flagged and not awake:
             self._awake_frames = 0
             self._silero.reset()
             if self.evidence is not None:
                 self.evidence.reset()
             self.score = self._score(ring)
             self._latched = self._confirmed(frame, flagged)
-        elif self.awake and not self._latched:
+        elif awake and not self._latched:
             self._awake_frames += 1
             eager = self._awake_frames < self._eager_frames
             if eager or self._awake_frames % (2 if self._awake_frames < self._patient_frames else 4) == 0:
@@ -710,9 +711,9 @@ class CascadeDetector:
                 self._latched = self.score >= self.threshold
         if flagged:
             self._quiet_frames = 0
-        elif self.awake:
+        elif awake:
             self._quiet_frames += 1
-            if not self.awake:
+            if self._quiet_frames >= self._hold_frames:
                 self.score = 0.0
                 self._latched = False
         # Latched, the screen alone follows the sound to its end (a frame or two of its dropouts bridged).
