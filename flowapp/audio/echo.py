@@ -140,7 +140,7 @@ class EchoGuard:
         if not self.active:
             return False
         x = self._emphasis(frame)
-        x_energy = float(x @ x)
+        x_energy = float(np.dot(x, x))
         if x_energy < _QUIET_ENERGY:
             return False  # below anything a detector would call speech: not worth a look
         if self._step == self._caller_step:
@@ -216,7 +216,9 @@ class EchoGuard:
         self._in_last = float(x[-1])
         out = np.empty_like(x)
         out[0] = x[0] - _PRE_EMPHASIS * previous
-        out[1:] = x[1:] - _PRE_EMPHASIS * x[:-1]
+        rest = out[1:]
+        np.multiply(x[:-1], _PRE_EMPHASIS, out=rest)  # x[1:] - 0.95 * x[:-1] without its temporaries
+        np.subtract(x[1:], rest, out=rest)
         return out
 
 

@@ -135,6 +135,7 @@ class WebRtcDetector:
 
 
 _LATCH_BRIDGE_FRAMES = 2
+_INT16_SCALE = np.float32(1.0 / 32768.0)
 _SILERO_WINDOW = 256
 """Samples per Silero window at 8 kHz (32 ms)."""
 
@@ -661,6 +662,7 @@ class CascadeDetector:
         self._window = _SILERO_WINDOW
         preroll_windows = max(1, -(-preroll_ms * SAMPLE_RATE // 1000 // self._window))
         self._ring = np.zeros(preroll_windows * self._window, dtype=np.float32)
+        self._newest = self._ring[-FRAME_SAMPLES:]
         self._hold_frames = max(1, hold_ms // FRAME_MS)
         self._eager_frames = eager_ms // FRAME_MS
         self._max_lookback_frames = max_lookback_ms // FRAME_MS
@@ -687,18 +689,18 @@ class CascadeDetector:
         """The verdict on a frame the screen has already heard (an echo guard may veto the screen's flag)."""
         ring = self._ring
         ring[:-FRAME_SAMPLES] = ring[FRAME_SAMPLES:]
-        ring[-FRAME_SAMPLES:] = frame
-        ring[-FRAME_SAMPLES:] *= np.float32(1.0 / 32768.0)
+        np.multiply(frame, _INT16_SCALE, out=self._newest)  # converted and scaled in one pass, no temporary
         self._screen_run = self._screen_run + 1 if flagged else 0
         self.logit = -math.inf
-        if flagged and not self.awake:
+        awake = self._quiet_frames < self._hold_frames  # `awake`, read once: nothing changes it before the quiet count
+        if flagged and not awake:
             self._awake_frames = 0
             self._silero.reset()
             if self.evidence is not None:
                 self.evidence.reset()
             self.score = self._score(ring)
             self._latched = self._confirmed(frame, flagged)
-        elif self.awake and not self._latched:
+        elif awake and not self._latched:
             self._awake_frames += 1
             eager = self._awake_frames < self._eager_frames
             if eager or self._awake_frames % (2 if self._awake_frames < self._patient_frames else 4) == 0:
@@ -709,9 +711,9 @@ class CascadeDetector:
                 self._latched = self.score >= self.threshold
         if flagged:
             self._quiet_frames = 0
-        elif self.awake:
+        elif awake:
             self._quiet_frames += 1
-            if not self.awake:
+            if self._quiet_frames >= self._hold_frames:
                 self.score = 0.0
                 self._latched = False
         # Latched, the screen alone follows the sound to its end (a frame or two of its dropouts bridged).

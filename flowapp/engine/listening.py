@@ -31,6 +31,10 @@ class Heard:
     """The frame had pitch while the caller was speaking (see voicing.py)."""
 
 
+_NOTHING = Heard([], [], False)
+"""Most frames tell nothing: one shared answer, read-only like every `Heard`, saves building one per frame."""
+
+
 class InputStage:
     def __init__(
         self,
@@ -70,6 +74,8 @@ class InputStage:
         if recognizer is not None:
             transcripts = recognizer.feed(_SILENCE if echo else frame, t_ms + FRAME_MS)
             self.recognizer_seconds += time.perf_counter() - heard_at
+        if not vad_events and not transcripts and not voiced:
+            return _NOTHING
         return Heard(vad_events, transcripts, voiced)
 
     def want_words(self, t_ms: int) -> None:

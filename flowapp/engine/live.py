@@ -404,12 +404,10 @@ class LiveDriver:
     def listen(self) -> None:
         """Hear every waiting frame while call time is not too far ahead of the playout."""
         engine = self.engine
-        while self._heard < self.steps + LISTEN_AHEAD_FRAMES:
-            payload = self.inbound.take()
-            if payload is None:
-                break
+        waiting = self.inbound.frames
+        while waiting and self._heard < self.steps + LISTEN_AHEAD_FRAMES:
             self._heard += 1
-            engine.hear(ulaw_decode(payload))
+            engine.hear(ulaw_decode(waiting.popleft()))
         if engine.outbox:
             self.pump.kick()
 
