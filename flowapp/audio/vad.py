@@ -23,6 +23,7 @@ import numpy.typing as npt
 import webrtcvad
 
 from flowapp.audio.frames import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE
+from flowapp.audio.voicing import MAX_LAG, MIN_LAG, PERIODICITY
 
 _MIN_DB = -100.0
 
@@ -336,7 +337,6 @@ class SileroStream:
         self._session: Any = None
         self._input = np.zeros((1, _SILERO_CONTEXT + _SILERO_WINDOW), dtype=np.float32)
         self._state = np.zeros((2, 1, 128), dtype=np.float32)
-        self._rate = np.array(SAMPLE_RATE, dtype=np.int64)
 
     def process(self, window: npt.NDArray[np.float32]) -> float:
         """The speech probability of the next 256-sample window (floats in -1..1).
@@ -349,7 +349,7 @@ class SileroStream:
             self._session = silero_session()
         x = self._input
         x[0, _SILERO_CONTEXT:] = window
-        out, self._state = self._session.run(None, {"input": x, "state": self._state, "sr": self._rate})
+        out, self._state = self._session.run(None, {"input": x, "state": self._state, "sr": _SILERO_RATE})
         x[0, :_SILERO_CONTEXT] = x[0, -_SILERO_CONTEXT:]
         return float(out[0, 0])
 
@@ -510,11 +510,8 @@ _BIN_HZ = SAMPLE_RATE / _EVIDENCE_FFT
 _BAND_STARTS = (np.array([0, 300, 600, 1000, 1500, 2200, 3000]) / _BIN_HZ).astype(np.intp)
 """Band edges (as FFT bins) for the spectral-change feature."""
 _VOICE_BINS = slice(int(100 / _BIN_HZ), int(3500 / _BIN_HZ))
-_MIN_LAG, _MAX_LAG = 20, 130
-"""Pitch lags in samples at 8 kHz: 400 Hz down to about 60 Hz."""
-_LAGS = np.arange(_MIN_LAG, _MAX_LAG + 1)
+_LAGS = np.arange(MIN_LAG, MAX_LAG + 1)
 _UNBIAS = 2 * FRAME_SAMPLES / (2 * FRAME_SAMPLES - _LAGS)
-_VOICED = 0.45
 _HISTORY = 3
 ONSET_FEATURES = (
     "silero",
@@ -565,7 +562,7 @@ class OnsetEvidence:
         """Evidence for the newest frame: ``recent`` ends with it (3 frames at least), ``score`` is Silero's."""
         power = self._power(recent[-2 * FRAME_SAMPLES :])
         r = np.fft.irfft(power, _EVIDENCE_FFT)
-        periodicity = float((r[_MIN_LAG : _MAX_LAG + 1] * _UNBIAS).max() / r[0]) if r[0] > 0 else 0.0
+        periodicity = float((r[MIN_LAG : MAX_LAG + 1] * _UNBIAS).max() / r[0]) if r[0] > 0 else 0.0
         bands = np.log10(np.add.reduceat(power, _BAND_STARTS) + 1e-3)
         if self._bands is None:
             self._bands = np.log10(
@@ -578,7 +575,7 @@ class OnsetEvidence:
         self._awake += 1
         self._max = max(self._max, score)
         self._scores = [*self._scores[1 - _HISTORY :], score]
-        self._voiced = [*self._voiced[1 - _HISTORY :], periodicity >= _VOICED]
+        self._voiced = [*self._voiced[1 - _HISTORY :], periodicity >= PERIODICITY]
         f = self.features
         f[:] = (
             score,

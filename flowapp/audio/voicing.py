@@ -13,14 +13,14 @@ import numpy.typing as npt
 
 from flowapp.audio.frames import FRAME_SAMPLES
 
-_MIN_LAG = 20
-_MAX_LAG = 130
+MIN_LAG = 20
+MAX_LAG = 130
 """Lags in samples at 8 kHz: 400 Hz down to about 60 Hz (a low male voice)."""
-_PERIODICITY = 0.45
+PERIODICITY = 0.45
 """Normalized autocorrelation peak that marks a voiced frame; unvoiced speech and noise stay well below."""
 _FLOOR = 2 * FRAME_SAMPLES * (32768 * 10 ** (-50 / 20)) ** 2
 """Frame pairs quieter than -50 dBFS carry no voice worth counting."""
-_TERMS = 2 * FRAME_SAMPLES - np.arange(_MIN_LAG, _MAX_LAG + 1)
+_TERMS = 2 * FRAME_SAMPLES - np.arange(MIN_LAG, MAX_LAG + 1)
 """How many sample pairs each lag's sum of the two frames has."""
 
 
@@ -35,9 +35,9 @@ class VoicingMeter:
     def __init__(self) -> None:
         n = 2 * FRAME_SAMPLES
         self._previous = np.zeros(FRAME_SAMPLES, dtype=np.float64)
-        self._padded = np.zeros(n + _MAX_LAG, dtype=np.float64)
+        self._padded = np.zeros(n + MAX_LAG, dtype=np.float64)
         self._x = self._padded[:n]
-        self._from_min_lag = self._padded[_MIN_LAG:]
+        self._from_min_lag = self._padded[MIN_LAG:]
 
     def voiced(self, frame: npt.NDArray[np.int16]) -> bool:
         x = self._x
@@ -52,7 +52,7 @@ class VoicingMeter:
         unbiased = np.correlate(self._from_min_lag, x, "valid")
         unbiased *= 2 * FRAME_SAMPLES  # in place, in the same order: the same figures, no temporaries
         unbiased /= _TERMS
-        return float(unbiased.max() / energy) >= _PERIODICITY
+        return float(unbiased.max() / energy) >= PERIODICITY
 
     def reset(self) -> None:
         self._previous[:] = 0.0

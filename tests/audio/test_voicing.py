@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from flowapp.audio import split_frames
-from flowapp.audio.voicing import _FLOOR, _MAX_LAG, _MIN_LAG, _PERIODICITY, VoicingMeter
+from flowapp.audio.voicing import _FLOOR, MAX_LAG, MIN_LAG, PERIODICITY, VoicingMeter
 from tests.media import SPEECH_PROMPTS, asterisk_prompt
 
 
@@ -17,8 +17,8 @@ def fft_periodicity(previous: np.ndarray, frame: np.ndarray) -> float | None:
         return None
     spectrum = np.fft.rfft(x, 512)
     r = np.fft.irfft(spectrum.real**2 + spectrum.imag**2, 512)
-    lags = np.arange(_MIN_LAG, _MAX_LAG + 1)
-    return float((r[_MIN_LAG : _MAX_LAG + 1] * x.size / (x.size - lags)).max() / r[0])
+    lags = np.arange(MIN_LAG, MAX_LAG + 1)
+    return float((r[MIN_LAG : MAX_LAG + 1] * x.size / (x.size - lags)).max() / r[0])
 
 
 def test_verdicts_equal_the_fft_autocorrelation() -> None:
@@ -34,9 +34,9 @@ def test_verdicts_equal_the_fft_autocorrelation() -> None:
             expected = fft_periodicity(previous, frame)
             got = meter.voiced(frame)
             previous = frame
-            if expected is not None and abs(expected - _PERIODICITY) < 1e-9:
+            if expected is not None and abs(expected - PERIODICITY) < 1e-9:
                 continue  # on the threshold itself rounding may go either way
-            assert got == (expected is not None and expected >= _PERIODICITY)
+            assert got == (expected is not None and expected >= PERIODICITY)
             checked += 1
             voiced += got
     assert voiced > checked / 4 and voiced < checked, "both verdicts were exercised"
