@@ -275,7 +275,8 @@ class FlowApp:
                     running,
                     event_type,
                 )
-                self._wake_next()
+                if woken:
+                    self._wake_next()  # it was woken for a slot it cannot take: the next in line may
                 return False
             if self._running_total < self.max_concurrent_handlers:
                 return True
