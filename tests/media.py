@@ -196,9 +196,10 @@ def pcap_speech_alaw() -> Pcm:
 
 
 @cache
-def _espeak(text: str, voice: str, pitch: int | None) -> Pcm:
+def _espeak(text: str, voice: str, pitch: int | None, rate: int | None) -> Pcm:
     pitched = [] if pitch is None else ["-p", str(pitch)]
-    command = ["espeak-ng", "--stdout", "-v", voice, *pitched, "--", text]
+    paced = [] if rate is None else ["-s", str(rate)]
+    command = ["espeak-ng", "--stdout", "-v", voice, *pitched, *paced, "--", text]
     try:
         out = subprocess.run(command, capture_output=True, check=True).stdout
     except FileNotFoundError as exc:
@@ -206,10 +207,10 @@ def _espeak(text: str, voice: str, pitch: int | None) -> Pcm:
     return decode_wav(out)
 
 
-def espeak(text: str, voice: str = "en-us", pitch: int | None = None) -> Pcm:
+def espeak(text: str, voice: str = "en-us", pitch: int | None = None, rate: int | None = None) -> Pcm:
     """Synthetic speech at 8 kHz, straight from the espeak-ng program (no flowapp TTS layer involved);
-    ``pitch`` is espeak-ng's ``-p`` (0-99, 50 by default)."""
-    return _espeak(text, voice, pitch).copy()
+    ``pitch`` is espeak-ng's ``-p`` (0-99, 50 by default), ``rate`` its ``-s`` (words a minute, 175 by default)."""
+    return _espeak(text, voice, pitch, rate).copy()
 
 
 __all__ = [

@@ -33,8 +33,9 @@ WORD_SUPPORT_MS = 60
 and a word nobody voiced was never said."""
 _WORDS_WAIT_MS = 1500
 """A held item waits this long at most for words already being decoded."""
-VOICED_SPEECH_MS = 160
-"""Judging by sound alone, this much voiced time is speech: even "stop" has it, a cough or a click does not."""
+VOICED_SPEECH_MS = 80
+"""Judging by sound alone, this much voiced time is speech: a short fast "stop" has it, a click or a hiss does
+not. The detector has already let the sound through as speech; this asks only that a vowel was voiced."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,14 @@ def _is_hum(token: str) -> bool:
     return bool(_HUM.fullmatch(token)) and len(token.replace("-", "")) >= 2
 
 
+def _wordless_noise(candidate: Candidate, wordless_limit_ms: float) -> bool:
+    """A long sound that is not speech: a recognizer found no words in it, or, with none, it has no vowel in it
+    (a fan, a hiss); nobody talks that long without voicing."""
+    return candidate.speech_ms >= wordless_limit_ms and (
+        candidate.transcribing or candidate.voiced_ms < VOICED_SPEECH_MS
+    )
+
+
 def _adaptive(candidate: Candidate, options: InterruptionOptions) -> Verdict:
     kind = classify_words(candidate.text, options, candidate.words_language)
     if kind != "none" and candidate.voiced_ms < WORD_SUPPORT_MS:
@@ -137,9 +146,7 @@ def _adaptive(candidate: Candidate, options: InterruptionOptions) -> Verdict:
         # do not stop playback.
         if kind == "backchannel":
             return "backchannel"
-        if kind == "none" and (
-            not candidate.speaking or (candidate.transcribing and candidate.speech_ms >= wordless_limit_ms)
-        ):
+        if kind == "none" and (not candidate.speaking or _wordless_noise(candidate, wordless_limit_ms)):
             return "resume"
         return "wait"
     max_backchannel_ms = options.max_backchannel * 1000
@@ -153,12 +160,11 @@ def _adaptive(candidate: Candidate, options: InterruptionOptions) -> Verdict:
         ):
             return "interrupt"
         return "wait" if candidate.speaking or candidate.silent_ms < _ADAPTIVE_QUIET_MS else "interrupt"
-    # No words (yet): the sound alone. A recognizer that finds no words in a long sound (music, a fan) rules
-    # it out; a short voiced sound it made nothing of ("stop" heard as "oh") is still taken for speech.
-    if not candidate.transcribing:
-        if candidate.voiced_ms >= VOICED_SPEECH_MS or candidate.speech_ms >= wordless_limit_ms:
-            return "interrupt"
-    elif candidate.speech_ms >= wordless_limit_ms:
+    # No words (yet): the sound alone. A long sound with no words or no vowel in it (music, a fan) is ruled out;
+    # a short voiced sound a recognizer made nothing of ("stop" heard as "oh") is still taken for speech.
+    if not candidate.transcribing and candidate.voiced_ms >= VOICED_SPEECH_MS:
+        return "interrupt"
+    if _wordless_noise(candidate, wordless_limit_ms):
         return "resume"
     if candidate.speaking or candidate.silent_ms < _ADAPTIVE_QUIET_MS:
         return "wait"

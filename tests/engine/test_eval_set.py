@@ -6,6 +6,8 @@ coughs, music or echo stop the assistant, misses real barge-ins, or pauses late 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from benchmarks.turn_taking import ADAPTIVE, ADAPTIVE_AUDIO, Clip, Metrics, build_set, evaluate, measure, percentile
@@ -89,10 +91,14 @@ def _heard(
     return Candidate(text, False, speaking, speech_ms, silent_ms, paused_ms, 3000, "immediate", transcribing, voiced)
 
 
-def test_a_long_wordless_sound_interrupts_only_without_a_recognizer() -> None:
+def test_a_long_wordless_sound_interrupts_only_without_a_recognizer_and_only_if_voiced() -> None:
     options = InterruptionOptions(mode="adaptive")
     assert judge(_heard("", speaking=True, speech_ms=1500, paused_ms=1400, transcribing=False), options) == "interrupt"
     assert judge(_heard("", speaking=True, speech_ms=1500, paused_ms=1400), options) == "resume"
+    # A fan or a hiss the detector let through: long, with no vowel in it.
+    hiss = _heard("", speaking=True, speech_ms=1500, paused_ms=1400, transcribing=False, voiced_ms=20)
+    assert judge(hiss, options) == "resume"
+    assert judge(replace(hiss, speech_ms=1600, paused_ms=0), options) == "resume"
     # Once resumed, the same sound does not pause playback again; words over it still would.
     assert judge(_heard("", speaking=True, speech_ms=1600, paused_ms=0), options) == "resume"
     assert judge(_heard("can you", speaking=True, speech_ms=1600, paused_ms=0), options) == "wait"

@@ -160,6 +160,15 @@ def test_adaptive_cough_resumes_quickly() -> None:
     assert one(timeline, "assistant_speech_resumed")["paused_ms"] <= 600
 
 
+@pytest.mark.parametrize(("voice", "rate", "pitch"), [("en-gb", 217, 67), ("en-us+m3", 169, 30), ("en-029", 193, 67)])
+def test_adaptive_without_a_recognizer_takes_a_fast_stop_for_a_barge_in(voice: str, rate: int, pitch: int) -> None:
+    stop = espeak("stop", voice, pitch, rate)
+    timeline, _ = run(ADAPTIVE, place(12000, (2000, stop)))
+    barge = one(timeline, "barge_in")
+    assert barge["t_ms"] <= 2000 + true_onset_ms(stop) + 100
+    assert events(timeline, "assistant_speech_resumed") == []
+
+
 def test_adaptive_long_speech_without_words_is_a_barge_in() -> None:
     timeline, _ = run(ADAPTIVE, place(12000, (2000, speech("conf-onlyperson"))))
     assert one(timeline, "barge_in")
