@@ -112,7 +112,8 @@ def classify_words(
     for phrase in multi:
         rest = rest.replace(f" {phrase} ", " ")
     leftover = [t for t in rest.split() if t not in single and t not in _HESITATIONS and not _is_hum(t)]
-    if any(t not in _HESITATIONS for t in tokens) and not leftover:
+    listening = rest != padded or any(t not in _HESITATIONS for t in tokens)
+    if listening and not leftover:
         return "backchannel"
     return "other"
 

@@ -20,6 +20,8 @@ DEFAULT_BACKCHANNELS: dict[str, list[str]] = {
     "en": [
         "uh-huh",
         "uh huh",
+        "uh-uh",
+        "uh uh",
         "mhm",
         "mm-hmm",
         "mm hmm",

@@ -387,3 +387,12 @@ def test_caller_speaking_over_the_echo_still_barges_in(loss_db: float, within_ms
 )
 def test_hesitations_do_not_turn_a_backchannel_into_a_turn(text: str, kind: str) -> None:
     assert classify_words(text, InterruptionOptions(mode="adaptive")) == kind
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [("Uh-uh.", "backchannel"), ("Uh uh.", "backchannel"), ("uh uh uh", "backchannel"), ("Uh.", "other")],
+)
+def test_an_uh_huh_whose_h_the_line_lost_is_a_backchannel(text: str, kind: str) -> None:
+    # At 8 kHz the breathy /h/ of "uh-huh" is close to the line noise: recognizers write "Uh-uh".
+    assert classify_words(text, InterruptionOptions(mode="adaptive")) == kind
