@@ -4,7 +4,8 @@
 `adaptive` mode adds what the words are and how the sound behaves: "uh-huh" and "yeah" over the assistant's
 speech are backchannels (listening, not taking the turn); "wait", "stop", "no", "hold on" interrupt even when
 short; a short burst with no words (a cough, a click, a door) is noise. With a recognizer attached, a long sound
-it finds no words in (music, a fan switched on) is noise too: the assistant pauses once and plays on over it.
+it finds no words in (music, a fan switched on) is noise too, and without one so is a long sound with no vowel
+in it: the assistant pauses once and plays on over it.
 All of it runs locally; benchmarks/turn_taking.py measures it.
 """
 
