@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import tempfile
@@ -23,6 +24,17 @@ from flowapp.settings import ServerSettings
 os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="flowapp-tests-state-")
 """Servers keep their live-call journal in a state directory of this test run, never the user's."""
 atexit.register(shutil.rmtree, os.environ["XDG_STATE_HOME"], True)
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A command run in-process (`cli.main`) points the root logger at the stderr of its test, which pytest
+    closes when the test ends: a thread that logs later would then fail to write."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @dataclass
